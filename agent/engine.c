@@ -1,0 +1,1012 @@
+/*
+ * engine.c — see engine.h.
+ *
+ * Every unit of work is a witem that moves through queues:
+ *
+ *   intake:  claimed file → [pool: read, gunzip, hash, deflate]
+ *            → commit (submission + job row) → archive file → process
+ *   process: [pool: parse, match, validate, map, rules]
+ *            → commit (duplicates, fields, anomalies, transitions) → deliver
+ *   deliver: commit (ready → delivering) → [pool: connector deliver]
+ *            → commit (delivered / retry_wait / failed / review)
+ *
+ * Only the loop thread touches the store, the queues and the counters;
+ * pool threads see only their own witem and the immutable job.  The
+ * registry is swapped on reload under a rwlock that workers hold while
+ * they match a document to its job.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "connector.h"
+#include "inbox.h"
+#include "job.h"
+#include "map.h"
+#include "record.h"
+#include "store.h"
+#include "util.h"
+#include "xmldoc.h"
+
+#define ACTOR "rekeyd"
+
+typedef enum { W_INTAKE, W_PROCESS, W_DELIVER } wkind;
+typedef enum { P_NONE, P_FAILED, P_SCHEMA, P_MAPPED } poutcome;
+
+typedef struct slot slot;
+
+typedef struct witem {
+    uv_work_t req;
+    rk_engine *e;
+    wkind kind;
+    int phase;             /* W_DELIVER: 0 = begin, 1 = end */
+    struct witem *next;
+    int64_t job_id;
+    int rc;
+    char err[512];
+
+    /* intake */
+    char *claimed_path;
+    char *name;
+    char *data;
+    size_t len;
+    char sha[65];
+    void *z;
+    size_t zlen;
+    char uid[40];
+    int64_t received_ms;
+
+    /* process */
+    rk_job *job;
+    rk_result res;
+    poutcome outcome;
+    char *root_ns;
+    char *root_name;
+    char today[16];
+
+    /* deliver */
+    slot *slot;
+    int attempts;
+    rk_deliver_status status;
+    char message[1024];
+    char target_id[256];
+    int64_t retry_after_ms;
+} witem;
+
+typedef struct wqueue {
+    witem *head, *tail;
+    size_t n;
+} wqueue;
+
+/* One connector instance per job, delivering one record at a time. */
+struct slot {
+    slot *next;
+    char *job_name;
+    rk_job *job;     /* referenced; NULL until the first delivery */
+    rk_conn *conn;   /* opened on a worker at the first delivery */
+    int busy;
+    int stale;       /* reload happened while busy */
+    wqueue q;
+};
+
+struct rk_engine {
+    uv_loop_t *loop;
+    const rk_config *cfg;
+    int once;
+    void (*done_cb)(void *, int);
+    void *done_arg;
+
+    rk_store *store;
+    rk_registry *reg;
+    pthread_rwlock_t reg_lock;
+    rk_inbox *inbox;
+    char source[1100];
+
+    uv_check_t check;
+    uv_timer_t retry_timer;
+    int64_t next_retry_ms;
+    int handles_open;
+
+    wqueue intake_wait;
+    wqueue process_wait;
+    wqueue commitq;
+    slot *slots;
+    size_t inflight;       /* pool work items running */
+    size_t max_inflight;
+    size_t process_highwater;
+
+    int stopping;
+    int finished;
+    int status;
+};
+
+/* ---- queues ------------------------------------------------------------ */
+
+static void q_push(wqueue *q, witem *w)
+{
+    w->next = NULL;
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    q->n++;
+}
+
+static witem *q_pop(wqueue *q)
+{
+    witem *w = q->head;
+    if (w) {
+        q->head = w->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->n--;
+        w->next = NULL;
+    }
+    return w;
+}
+
+static witem *witem_new(rk_engine *e, wkind kind)
+{
+    witem *w = calloc(1, sizeof *w);
+    if (!w) {
+        rk_error("engine", "out of memory");
+        abort();
+    }
+    w->e = e;
+    w->kind = kind;
+    w->req.data = w;
+    w->retry_after_ms = -1;
+    rk_result_init(&w->res);
+    return w;
+}
+
+static void witem_free(witem *w)
+{
+    free(w->claimed_path);
+    free(w->name);
+    free(w->data);
+    free(w->z);
+    free(w->root_ns);
+    free(w->root_name);
+    rk_result_free(&w->res);
+    if (w->job)
+        rk_job_unref(w->job);
+    free(w);
+}
+
+static void pump(rk_engine *e);
+static void maybe_finish(rk_engine *e);
+
+/* ---- intake ------------------------------------------------------------ */
+
+static void intake_work(uv_work_t *req)
+{
+    witem *w = req->data;
+    const rk_config *cfg = w->e->cfg;
+    w->rc = rk_inbox_read(&cfg->inbox, w->claimed_path, w->name, &w->data, &w->len, w->err,
+                          sizeof w->err);
+    if (w->rc)
+        return;
+    rk_sha256_hex(w->data, w->len, w->sha);
+    w->rc = rk_deflate(w->data, w->len, &w->z, &w->zlen);
+    if (w->rc) {
+        snprintf(w->err, sizeof w->err, "cannot compress the document: %s",
+                 rk_strerror(w->rc));
+        return;
+    }
+    w->rc = rk_random_hex(16, w->uid);
+    w->received_ms = rk_now_ms();
+}
+
+static void after_pool(uv_work_t *req, int status)
+{
+    witem *w = req->data;
+    rk_engine *e = w->e;
+    e->inflight--;
+    if (status == UV_ECANCELED && w->kind == W_INTAKE) {
+        witem_free(w); /* the file stays claimed and is recovered next start */
+        return;
+    }
+    q_push(&e->commitq, w);
+}
+
+/* The inbox claimed a file.  A file that an earlier run already stored
+ * (it crashed between commit and archive) is only archived now. */
+static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, void *arg)
+{
+    rk_engine *e = arg;
+    if (e->stopping)
+        return; /* stays in .claimed/ and is taken on the next start */
+    int64_t job_id;
+    if (rk_store_find_source_ref(e->store, e->source, name, &job_id) == 0) {
+        /* only when the claimed file is byte-identical could it be the same
+         * submission; a re-used name with new content is a new submission */
+        char *data = NULL;
+        size_t len = 0;
+        char err[256];
+        char sha[65] = "";
+        if (rk_inbox_read(&e->cfg->inbox, claimed_path, name, &data, &len, err, sizeof err) == 0)
+            rk_sha256_hex(data, len, sha);
+        free(data);
+        char *stored = NULL, *uid = NULL;
+        size_t slen = 0;
+        char ssha[65] = "";
+        if (rk_store_load_payload(e->store, job_id, e->cfg->max_document, &stored, &slen,
+                                  &uid) == 0)
+            rk_sha256_hex(stored, slen, ssha);
+        free(stored);
+        free(uid);
+        if (sha[0] && strcmp(sha, ssha) == 0) {
+            rk_info("intake", "job %lld: file was stored before a restart; archiving it now",
+                    (long long)job_id);
+            rk_inbox_done(e->inbox, claimed_path, name);
+            return;
+        }
+    }
+    witem *w = witem_new(e, W_INTAKE);
+    w->claimed_path = strdup(claimed_path);
+    w->name = strdup(name);
+    q_push(&e->intake_wait, w);
+    pump(e);
+}
+
+static int commit_intake(rk_engine *e, witem *w)
+{
+    if (w->rc)
+        return w->rc;
+    rk_submission_in in = {
+        .uid = w->uid,
+        .source = e->source,
+        .source_ref = w->name,
+        .sha256 = w->sha,
+        .size = w->len,
+        .zpayload = w->z,
+        .zlen = w->zlen,
+        .received_ms = w->received_ms,
+    };
+    return rk_store_add_submission(e->store, &in, ACTOR, &w->job_id);
+}
+
+static void post_intake(rk_engine *e, witem *w, int committed)
+{
+    if (w->rc) {
+        /* could not be taken in: error folder with the reason beside it */
+        rk_warn("intake", "refused an inbox file: %s", w->err);
+        rk_inbox_fail(e->inbox, w->claimed_path, w->name, w->err);
+        witem_free(w);
+        return;
+    }
+    if (!committed) {
+        witem_free(w); /* stays claimed; recovered on the next start */
+        return;
+    }
+    rk_info("intake", "job %lld: received (%zu bytes, sha256 %.12s)", (long long)w->job_id,
+            w->len, w->sha);
+    int rc = rk_inbox_done(e->inbox, w->claimed_path, w->name);
+    if (rc)
+        rk_warn("intake", "job %lld: stored, but the inbox file could not be archived: %s",
+                (long long)w->job_id, rk_strerror(rc));
+    /* hand the document on to processing without reading it back */
+    witem *p = witem_new(e, W_PROCESS);
+    p->job_id = w->job_id;
+    p->data = w->data;
+    p->len = w->len;
+    w->data = NULL;
+    q_push(&e->process_wait, p);
+    witem_free(w);
+}
+
+/* ---- process ----------------------------------------------------------- */
+
+static void process_work(uv_work_t *req)
+{
+    witem *w = req->data;
+    rk_engine *e = w->e;
+    const char *code = NULL;
+    char msg[600];
+    xmlDocPtr doc = rk_doc_parse(w->data, w->len, &code, msg, sizeof msg);
+    if (!doc) {
+        w->outcome = P_FAILED;
+        rk_result_add_anomaly(&w->res, code ? code : "XML_MALFORMED", NULL, RK_SEV_BLOCK, "%s",
+                              msg);
+        return;
+    }
+    const char *ns, *local;
+    rk_doc_root(doc, &ns, &local);
+    w->root_ns = strdup(ns ? ns : "");
+    w->root_name = strdup(local ? local : "");
+    pthread_rwlock_rdlock(&e->reg_lock);
+    w->job = rk_registry_match(e->reg, w->root_ns, w->root_name);
+    pthread_rwlock_unlock(&e->reg_lock);
+    if (!w->job) {
+        w->outcome = P_FAILED;
+        rk_result_add_anomaly(&w->res, "KEIN_VERFAHREN", NULL, RK_SEV_BLOCK,
+                              "Für das Wurzelelement {%s}%s ist keine Antragsart eingerichtet.",
+                              w->root_ns, w->root_name);
+        xmlFreeDoc(doc);
+        return;
+    }
+    if (rk_doc_validate(w->job, doc, &w->res) > 0) {
+        w->outcome = P_SCHEMA;
+        xmlFreeDoc(doc);
+        return;
+    }
+    rk_map_apply(w->job, doc, &w->res);
+    rk_rules_check(w->job, &w->res, w->today);
+    w->outcome = P_MAPPED;
+    xmlFreeDoc(doc);
+}
+
+/* The codes of the anomalies, for event reasons (codes only: messages
+ * may quote the citizen's data and the event trail outlives payloads). */
+static void anomaly_codes(const rk_result *r, int block_only, char *out, size_t n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->n_anomalies && used < n; i++) {
+        if (block_only && r->anomalies[i].severity != RK_SEV_BLOCK)
+            continue;
+        int k = snprintf(out + used, n - used, "%s%s", used ? ", " : "", r->anomalies[i].code);
+        if (k > 0)
+            used += (size_t)k;
+    }
+}
+
+static int commit_process(rk_engine *e, witem *w)
+{
+    rk_store *s = e->store;
+    int rc = rk_store_set_match(s, w->job_id, w->job ? w->job->name : NULL,
+                                w->job ? w->job->version : 0, w->root_ns, w->root_name);
+    if (rc)
+        return rc;
+    char codes[512];
+    if (w->outcome == P_FAILED) {
+        anomaly_codes(&w->res, 0, codes, sizeof codes);
+        if ((rc = rk_store_save_result(s, w->job_id, &w->res)) != 0)
+            return rc;
+        return rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_FAILED, ACTOR, codes);
+    }
+    if (w->outcome == P_SCHEMA) {
+        if ((rc = rk_store_save_result(s, w->job_id, &w->res)) != 0)
+            return rc;
+        return rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_REVIEW, ACTOR,
+                                   "SCHEMA: document violates the job's XSD");
+    }
+    /* duplicates need the store, so they are checked here */
+    for (size_t i = 0; i < w->res.n_dups; i++) {
+        const rk_rule *r = &w->job->rules[w->res.dups[i].rule];
+        int64_t other = 0;
+        rc = rk_store_dup_check(s, w->job_id, w->res.dups[i].key, r->num[0], rk_now_ms(),
+                                &other);
+        if (rc)
+            return rc;
+        if (other)
+            rk_result_add_anomaly(&w->res, r->code, r->field, r->severity,
+                                  "%s (vgl. Vorgang %lld)", r->message, (long long)other);
+    }
+    if ((rc = rk_store_save_result(s, w->job_id, &w->res)) != 0)
+        return rc;
+    char why[128];
+    snprintf(why, sizeof why, "valid against %s", w->job->schema_path ? "the job's XSD" : "-");
+    if ((rc = rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_VALIDATED, ACTOR, why)))
+        return rc;
+    snprintf(why, sizeof why, "%zu fields mapped by job %s version %ld", w->res.n_fields,
+             w->job->name, w->job->version);
+    if ((rc = rk_store_transition(s, w->job_id, RK_ST_VALIDATED, RK_ST_MAPPED, ACTOR, why)))
+        return rc;
+    if (rk_result_blocked(&w->res)) {
+        anomaly_codes(&w->res, 1, codes, sizeof codes);
+        char reason[600];
+        snprintf(reason, sizeof reason, "held: %s", codes);
+        return rk_store_transition(s, w->job_id, RK_ST_MAPPED, RK_ST_REVIEW, ACTOR, reason);
+    }
+    anomaly_codes(&w->res, 0, codes, sizeof codes);
+    char reason[600];
+    snprintf(reason, sizeof reason, "%s%s", codes[0] ? "passed with notes: " : "all rules passed",
+             codes);
+    return rk_store_transition(s, w->job_id, RK_ST_MAPPED, RK_ST_READY, ACTOR, reason);
+}
+
+static void enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name, int attempts);
+
+static void post_process(rk_engine *e, witem *w, int committed)
+{
+    if (!committed) {
+        witem_free(w);
+        return;
+    }
+    if (w->outcome == P_FAILED) {
+        rk_warn("process", "job %lld: failed (%s)", (long long)w->job_id,
+                w->res.n_anomalies ? w->res.anomalies[0].code : "?");
+    } else if (w->outcome == P_SCHEMA || rk_result_blocked(&w->res)) {
+        char codes[512];
+        anomaly_codes(&w->res, 1, codes, sizeof codes);
+        rk_info("process", "job %lld: %s: held for review (%s)", (long long)w->job_id,
+                w->job->name, codes);
+    } else {
+        rk_info("process", "job %lld: %s: ready (%zu fields)", (long long)w->job_id,
+                w->job->name, w->res.n_fields);
+        enqueue_delivery(e, w->job_id, w->job->name, 0);
+    }
+    witem_free(w);
+}
+
+/* ---- deliver ----------------------------------------------------------- */
+
+static slot *slot_for(rk_engine *e, const char *job_name)
+{
+    for (slot *s = e->slots; s; s = s->next)
+        if (strcmp(s->job_name, job_name) == 0)
+            return s;
+    slot *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->job_name = strdup(job_name);
+    s->next = e->slots;
+    e->slots = s;
+    return s;
+}
+
+static void enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name, int attempts)
+{
+    witem *w = witem_new(e, W_DELIVER);
+    w->job_id = job_id;
+    w->attempts = attempts;
+    w->slot = slot_for(e, job_name);
+    q_push(&w->slot->q, w);
+}
+
+static void conn_log(void *ctx, int level, const char *msg)
+{
+    (void)ctx;
+    rk_log(level, "connector", "%s", msg);
+}
+
+static void deliver_work(uv_work_t *req)
+{
+    witem *w = req->data;
+    slot *s = w->slot;
+    const rk_config *cfg = w->e->cfg;
+    (void)conn_log;
+    if (!s->conn) {
+        char err[512];
+        rk_plugin *p = rk_plugin_load(cfg->plugin_path, s->job->connector, err, sizeof err);
+        if (p)
+            s->conn = rk_conn_open(p, s->job->name, s->job->settings, s->job->n_settings, err,
+                                   sizeof err);
+        if (!s->conn) {
+            w->status = RK_DELIVER_FATAL;
+            snprintf(w->message, sizeof w->message, "connector %s unavailable: %s",
+                     s->job->connector, err);
+            return;
+        }
+    }
+    rk_kv *kv = calloc(w->res.n_fields ? w->res.n_fields : 1, sizeof *kv);
+    if (!kv) {
+        w->status = RK_DELIVER_RETRY;
+        snprintf(w->message, sizeof w->message, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < w->res.n_fields; i++) {
+        kv[i].name = w->res.fields[i].name;
+        kv[i].value = w->res.fields[i].value;
+    }
+    char key[128], sub[32];
+    snprintf(key, sizeof key, "%s:%s", w->uid, s->job->name);
+    snprintf(sub, sizeof sub, "%lld", (long long)w->job_id);
+    rk_record rec = {
+        .struct_size = sizeof rec,
+        .idempotency_key = key,
+        .submission_id = sub,
+        .job_name = s->job->name,
+        .fields = kv,
+        .n_fields = w->res.n_fields,
+    };
+    w->status = rk_conn_deliver(s->conn, &rec, w->message, sizeof w->message, w->target_id,
+                                sizeof w->target_id, &w->retry_after_ms);
+    free(kv);
+}
+
+/* Capped exponential backoff with jitter: the n-th retry waits between
+ * half and all of min(max, initial * 2^(n-1)). */
+static int64_t backoff_ms(const rk_config *cfg, int attempts, int64_t retry_after)
+{
+    if (retry_after >= 0)
+        return retry_after;
+    double d = (double)cfg->backoff_initial_ms;
+    for (int i = 1; i < attempts && d < (double)cfg->backoff_max_ms; i++)
+        d *= 2;
+    if (d > (double)cfg->backoff_max_ms)
+        d = (double)cfg->backoff_max_ms;
+    int64_t half = (int64_t)(d / 2);
+    return half + (half > 0 ? (int64_t)(random() % (half + 1)) : 0);
+}
+
+static int commit_deliver(rk_engine *e, witem *w)
+{
+    rk_store *s = e->store;
+    int rc;
+    if (w->phase == 0) {
+        /* ready → delivering is durable before the connector runs, so a
+         * crash mid-delivery is seen and redelivered with the same key */
+        rc = rk_store_transition(s, w->job_id, RK_ST_READY, RK_ST_DELIVERING, ACTOR,
+                                 w->slot->job_name);
+        if (rc)
+            return rc;
+        char *data = NULL, *uid = NULL;
+        size_t len;
+        /* the uid only; the payload itself is not needed for delivery */
+        rc = rk_store_load_payload(s, w->job_id, e->cfg->max_document, &data, &len, &uid);
+        free(data);
+        if (rc == 0) {
+            snprintf(w->uid, sizeof w->uid, "%s", uid);
+            free(uid);
+        } else {
+            free(uid);
+            return rc;
+        }
+        return rk_store_load_result(s, w->job_id, &w->res);
+    }
+    w->attempts++;
+    char why[1200];
+    switch (w->status) {
+    case RK_DELIVER_OK:
+        rc = rk_store_set_delivery(s, w->job_id, w->attempts, 0, NULL, w->target_id);
+        if (!rc) {
+            snprintf(why, sizeof why, "delivered by %s%s%s", w->slot->job->connector,
+                     w->target_id[0] ? ", target id " : "", w->target_id);
+            rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, RK_ST_DELIVERED, ACTOR,
+                                     why);
+        }
+        return rc;
+    case RK_DELIVER_PERMANENT:
+        rc = rk_store_set_delivery(s, w->job_id, w->attempts, 0, w->message, NULL);
+        if (!rc)
+            rc = rk_store_add_anomaly(s, w->job_id, "ANBINDUNG_ABGELEHNT", NULL, RK_SEV_BLOCK,
+                                      w->message);
+        if (!rc)
+            rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, RK_ST_REVIEW, ACTOR,
+                                     "held: ANBINDUNG_ABGELEHNT (target refused the record)");
+        return rc;
+    default: /* RETRY, FATAL: the record is fine, the target is not */
+        if (w->attempts >= e->cfg->max_attempts) {
+            rc = rk_store_set_delivery(s, w->job_id, w->attempts, 0, w->message, NULL);
+            snprintf(why, sizeof why, "attempts used up (%d): %s", w->attempts, w->message);
+            if (!rc)
+                rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, RK_ST_FAILED, ACTOR,
+                                         why);
+            return rc;
+        }
+        {
+            int64_t due = rk_now_ms() + backoff_ms(e->cfg, w->attempts, w->retry_after_ms);
+            rc = rk_store_set_delivery(s, w->job_id, w->attempts, due, w->message, NULL);
+            snprintf(why, sizeof why, "attempt %d: %s", w->attempts, w->message);
+            if (!rc)
+                rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, RK_ST_RETRY_WAIT,
+                                         ACTOR, why);
+            if (!rc && (e->next_retry_ms == 0 || due < e->next_retry_ms))
+                e->next_retry_ms = due;
+        }
+        return rc;
+    }
+}
+
+static void slot_release(rk_engine *e, slot *s)
+{
+    s->busy = 0;
+    if (s->stale || e->stopping) {
+        if (s->conn)
+            rk_conn_close(s->conn);
+        s->conn = NULL;
+        if (s->job)
+            rk_job_unref(s->job);
+        s->job = NULL;
+        s->stale = 0;
+    }
+}
+
+static void arm_retry_timer(rk_engine *e);
+
+static void post_deliver(rk_engine *e, witem *w, int committed)
+{
+    slot *s = w->slot;
+    if (w->phase == 0) {
+        if (!committed) {
+            rk_error("deliver", "job %lld: could not start delivery", (long long)w->job_id);
+            slot_release(e, s);
+            witem_free(w);
+            return;
+        }
+        w->phase = 1;
+        e->inflight++;
+        uv_queue_work(e->loop, &w->req, deliver_work, after_pool);
+        return;
+    }
+    static const char *names[] = {"delivered", "retry", "refused by the target", "fatal"};
+    if (committed)
+        rk_info("deliver", "job %lld: %s: %s%s%s", (long long)w->job_id, s->job_name,
+                names[w->status], w->status == RK_DELIVER_OK ? "" : ": ",
+                w->status == RK_DELIVER_OK ? "" : w->message);
+    if (w->status == RK_DELIVER_FATAL && s->conn) {
+        rk_conn_close(s->conn); /* reopened at the next delivery */
+        s->conn = NULL;
+    }
+    slot_release(e, s);
+    witem_free(w);
+    arm_retry_timer(e);
+}
+
+/* ---- retries ----------------------------------------------------------- */
+
+typedef struct due_ctx {
+    rk_engine *e;
+    int64_t now;
+    int64_t next;
+} due_ctx;
+
+static int on_retry_due(const rk_pending *p, void *arg)
+{
+    due_ctx *d = arg;
+    if (p->next_attempt_ms > d->now) {
+        if (d->next == 0 || p->next_attempt_ms < d->next)
+            d->next = p->next_attempt_ms;
+        return 0;
+    }
+    if (rk_store_transition(d->e->store, p->job_id, RK_ST_RETRY_WAIT, RK_ST_READY, ACTOR,
+                            "retry due") == 0)
+        enqueue_delivery(d->e, p->job_id, p->job, p->attempts);
+    return 0;
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    rk_engine *e = t->data;
+    static const char *const st[] = {RK_ST_RETRY_WAIT, NULL};
+    due_ctx d = {e, rk_now_ms(), 0};
+    e->next_retry_ms = 0;
+    rk_store_pending(e->store, st, 0, on_retry_due, &d);
+    e->next_retry_ms = d.next;
+    arm_retry_timer(e);
+    pump(e);
+}
+
+static void arm_retry_timer(rk_engine *e)
+{
+    if (e->stopping || e->once || !e->next_retry_ms)
+        return;
+    int64_t wait = e->next_retry_ms - rk_now_ms();
+    uv_timer_start(&e->retry_timer, on_retry_timer, (uint64_t)(wait > 0 ? wait : 0), 0);
+}
+
+/* ---- the commit cycle -------------------------------------------------- */
+
+/* Commits every finished item in one transaction, then runs what must
+ * follow each commit.  Runs once per loop iteration (uv_check). */
+static void flush(rk_engine *e)
+{
+    if (!e->commitq.head)
+        return;
+    wqueue batch = e->commitq;
+    memset(&e->commitq, 0, sizeof e->commitq);
+    int txn = rk_store_begin(e->store) == 0;
+    for (witem *w = batch.head; w; w = w->next) {
+        int rc;
+        switch (w->kind) {
+        case W_INTAKE: rc = commit_intake(e, w); break;
+        case W_PROCESS: rc = commit_process(e, w); break;
+        default: rc = commit_deliver(e, w); break;
+        }
+        if (rc && !(w->kind == W_INTAKE && w->rc)) {
+            rk_error("engine", "job %lld: could not record the result: %s",
+                     (long long)w->job_id, rk_strerror(rc));
+            w->rc = w->rc ? w->rc : rc;
+            w->phase |= 0x100; /* mark: not committed */
+        }
+    }
+    int ok = txn && rk_store_commit(e->store) == 0;
+    if (!ok) {
+        rk_error("engine", "commit of %zu results failed: %s", batch.n,
+                 rk_store_errmsg(e->store));
+        if (txn)
+            rk_store_rollback(e->store);
+    }
+    witem *w;
+    while ((w = q_pop(&batch)) != NULL) {
+        int committed = ok && !(w->phase & 0x100);
+        w->phase &= 0xff;
+        switch (w->kind) {
+        case W_INTAKE: post_intake(e, w, committed); break;
+        case W_PROCESS: post_process(e, w, committed); break;
+        default: post_deliver(e, w, committed); break;
+        }
+    }
+}
+
+static void local_today(char *out, size_t n)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%d", &tm);
+}
+
+/* Starts as much queued work as the limits allow. */
+static void pump(rk_engine *e)
+{
+    if (e->stopping)
+        return;
+    while (e->inflight < e->max_inflight && e->process_wait.head) {
+        witem *w = q_pop(&e->process_wait);
+        if (!w->data) {
+            char *uid = NULL;
+            int rc = rk_store_load_payload(e->store, w->job_id, e->cfg->max_document,
+                                           &w->data, &w->len, &uid);
+            free(uid);
+            if (rc) {
+                rk_error("process", "job %lld: payload cannot be read: %s",
+                         (long long)w->job_id, rk_strerror(rc));
+                witem_free(w);
+                continue;
+            }
+        }
+        local_today(w->today, sizeof w->today);
+        e->inflight++;
+        uv_queue_work(e->loop, &w->req, process_work, after_pool);
+    }
+    while (e->inflight < e->max_inflight && e->intake_wait.head &&
+           e->process_wait.n < e->process_highwater) {
+        witem *w = q_pop(&e->intake_wait);
+        e->inflight++;
+        uv_queue_work(e->loop, &w->req, intake_work, after_pool);
+    }
+    for (slot *s = e->slots; s; s = s->next) {
+        if (s->busy || !s->q.head)
+            continue;
+        if (!s->job) {
+            pthread_rwlock_rdlock(&e->reg_lock);
+            s->job = rk_registry_find(e->reg, s->job_name);
+            pthread_rwlock_unlock(&e->reg_lock);
+            if (!s->job) {
+                rk_warn("deliver", "job %s is not loaded; %zu deliveries wait in state ready",
+                        s->job_name, s->q.n);
+                while (s->q.head)
+                    witem_free(q_pop(&s->q));
+                continue;
+            }
+        }
+        s->busy = 1;
+        q_push(&e->commitq, q_pop(&s->q));
+    }
+}
+
+static int engine_idle(rk_engine *e)
+{
+    if (e->inflight || e->commitq.head || e->process_wait.head || e->intake_wait.head)
+        return 0;
+    for (slot *s = e->slots; s; s = s->next)
+        if (s->busy || s->q.head)
+            return 0;
+    return 1;
+}
+
+static void on_check(uv_check_t *h)
+{
+    rk_engine *e = h->data;
+    flush(e);
+    pump(e);
+    if (e->commitq.head) {
+        /* work was queued for commit by pump: take another turn at once */
+        flush(e);
+        pump(e);
+    }
+    if (e->once && !e->stopping && engine_idle(e) && e->inbox && rk_inbox_idle(e->inbox)) {
+        rk_info("engine", "--once: inbox empty and queue idle");
+        rk_engine_stop(e);
+    }
+    maybe_finish(e);
+}
+
+/* ---- start-up recovery ------------------------------------------------- */
+
+static int on_pending(const rk_pending *p, void *arg)
+{
+    rk_engine *e = arg;
+    if (strcmp(p->state, RK_ST_DELIVERING) == 0) {
+        /* crashed mid-delivery: the same idempotency key makes the second
+         * delivery harmless */
+        rk_store_transition(e->store, p->job_id, RK_ST_DELIVERING, RK_ST_READY, ACTOR,
+                            "interrupted delivery; delivering again with the same key");
+        enqueue_delivery(e, p->job_id, p->job, p->attempts);
+    } else if (strcmp(p->state, RK_ST_READY) == 0) {
+        enqueue_delivery(e, p->job_id, p->job, p->attempts);
+    } else if (strcmp(p->state, RK_ST_RETRY_WAIT) == 0) {
+        if (e->next_retry_ms == 0 || p->next_attempt_ms < e->next_retry_ms)
+            e->next_retry_ms = p->next_attempt_ms ? p->next_attempt_ms : 1;
+    } else {
+        if (strcmp(p->state, RK_ST_RECEIVED) != 0)
+            rk_store_transition(e->store, p->job_id, p->state, RK_ST_RECEIVED, ACTOR,
+                                "interrupted processing; processing again");
+        witem *w = witem_new(e, W_PROCESS);
+        w->job_id = p->job_id;
+        q_push(&e->process_wait, w);
+    }
+    return 0;
+}
+
+static void recover(rk_engine *e)
+{
+    static const char *const st[] = {RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED,
+                                     RK_ST_READY, RK_ST_DELIVERING, RK_ST_RETRY_WAIT, NULL};
+    rk_store_pending(e->store, st, 0, on_pending, e);
+    size_t n = e->process_wait.n;
+    for (slot *s = e->slots; s; s = s->next)
+        n += s->q.n;
+    if (n)
+        rk_info("engine", "resuming %zu unfinished jobs from the queue", n);
+    if (e->once && e->next_retry_ms)
+        rk_info("engine", "--once: jobs waiting for a retry are left for the next run");
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    rk_engine *e = h->data;
+    if (--e->handles_open == 0 && e->finished) {
+        void (*cb)(void *, int) = e->done_cb;
+        void *arg = e->done_arg;
+        int status = e->status;
+        pthread_rwlock_destroy(&e->reg_lock);
+        free(e);
+        if (cb)
+            cb(arg, status);
+    }
+}
+
+static void on_inbox_closed(void *arg)
+{
+    rk_engine *e = arg;
+    e->inbox = NULL;
+    on_handle_closed((uv_handle_t *)&e->check); /* the inbox counted as one handle */
+}
+
+/* Once stopping and nothing is in flight: close everything. */
+static void maybe_finish(rk_engine *e)
+{
+    if (!e->stopping || e->finished || e->inflight || e->commitq.head)
+        return;
+    for (slot *s = e->slots; s; s = s->next)
+        if (s->busy)
+            return;
+    e->finished = 1;
+    witem *w;
+    while ((w = q_pop(&e->intake_wait)) != NULL)
+        witem_free(w); /* still in .claimed/: recovered on the next start */
+    while ((w = q_pop(&e->process_wait)) != NULL)
+        witem_free(w); /* still received: processed on the next start */
+    while (e->slots) {
+        slot *s = e->slots;
+        e->slots = s->next;
+        while ((w = q_pop(&s->q)) != NULL)
+            witem_free(w); /* still ready */
+        if (s->conn)
+            rk_conn_close(s->conn);
+        if (s->job)
+            rk_job_unref(s->job);
+        free(s->job_name);
+        free(s);
+    }
+    rk_store_close(e->store);
+    e->store = NULL;
+    rk_registry_free(e->reg);
+    e->reg = NULL;
+    rk_info("engine", "stopped");
+    uv_close((uv_handle_t *)&e->check, on_handle_closed);
+    uv_close((uv_handle_t *)&e->retry_timer, on_handle_closed);
+    if (e->inbox)
+        rk_inbox_stop(e->inbox, on_inbox_closed, e);
+    else
+        on_inbox_closed(e);
+}
+
+void rk_engine_stop(rk_engine *e)
+{
+    if (e->stopping)
+        return;
+    e->stopping = 1;
+    uv_timer_stop(&e->retry_timer);
+    rk_info("engine", "draining: %zu in flight", e->inflight);
+    maybe_finish(e);
+}
+
+void rk_engine_reload(rk_engine *e)
+{
+    char *errors = NULL;
+    pthread_rwlock_wrlock(&e->reg_lock);
+    int rc = rk_registry_reload(e->reg, &e->cfg->vars, &errors);
+    pthread_rwlock_unlock(&e->reg_lock);
+    if (rc)
+        rk_error("jobs", "reload failed: %s; the running jobs stay", rk_strerror(rc));
+    else
+        rk_info("jobs", "reloaded: %zu jobs%s", rk_registry_count(e->reg),
+                errors ? " (some files have errors, see above)" : "");
+    free(errors);
+    for (slot *s = e->slots; s; s = s->next) {
+        if (s->busy) {
+            s->stale = 1;
+        } else {
+            if (s->conn)
+                rk_conn_close(s->conn);
+            if (s->job)
+                rk_job_unref(s->job);
+            s->conn = NULL;
+            s->job = NULL;
+        }
+    }
+}
+
+int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
+                    void (*done_cb)(void *, int), void *arg, rk_engine **out, char *err,
+                    size_t errlen)
+{
+    rk_xml_init();
+    rk_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    e->loop = loop;
+    e->cfg = cfg;
+    e->once = once;
+    e->done_cb = done_cb;
+    e->done_arg = arg;
+    e->max_inflight = (size_t)cfg->workers * 2;
+    e->process_highwater = (size_t)cfg->workers * 4;
+    pthread_rwlock_init(&e->reg_lock, NULL);
+    snprintf(e->source, sizeof e->source, "dir:%s", cfg->inbox_path);
+    srandom((unsigned)rk_now_ms());
+
+    int rc = rk_store_open(cfg->database, cfg->sync_normal ? RK_STORE_SYNC_NORMAL : 0,
+                           &e->store, err, errlen);
+    if (rc)
+        goto fail;
+    char *errors = NULL;
+    e->reg = rk_registry_load(cfg->jobs_dir, &cfg->vars, &errors);
+    free(errors);
+    if (!e->reg) {
+        snprintf(err, errlen, "cannot read the job folder %s", cfg->jobs_dir);
+        rc = RK_E_CONFIG;
+        goto fail;
+    }
+    if (rk_registry_count(e->reg) == 0)
+        rk_warn("jobs", "no job loaded from %s: every submission will fail with "
+                        "KEIN_VERFAHREN", cfg->jobs_dir);
+    uv_check_init(loop, &e->check);
+    e->check.data = e;
+    uv_check_start(&e->check, on_check);
+    uv_timer_init(loop, &e->retry_timer);
+    e->retry_timer.data = e;
+    e->handles_open = 3; /* check, retry timer, inbox */
+    recover(e);
+    rc = rk_inbox_start(loop, &cfg->inbox, on_claim, e, &e->inbox, err, errlen);
+    if (rc) {
+        /* no inbox: close what was opened and report */
+        e->stopping = 1;
+        *out = NULL;
+        e->done_cb = NULL;
+        maybe_finish(e);
+        return rc;
+    }
+    arm_retry_timer(e);
+    *out = e;
+    return 0;
+fail:
+    rk_store_close(e->store);
+    pthread_rwlock_destroy(&e->reg_lock);
+    free(e);
+    return rc;
+}

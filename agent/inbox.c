@@ -1,0 +1,1119 @@
+/*
+ * inbox.c — the directory inbox source; see inbox.h.
+ *
+ * Layout of a spool directory while rekeyd runs:
+ *
+ *   inbox/NAME.xml                 dropped by the portal, not yet taken
+ *   inbox/.claimed/NAME.xml.ID     claimed by the instance ID (12 hex)
+ *   inbox/.claimed/NAME.xml.ID-2   a second claim of the same name by ID
+ *                                  while the first one is still in flight
+ *   inbox/.claimed/.owner.ID       held with flock() while ID runs
+ *
+ * Scanning: the scan runs on the loop thread with plain opendir/readdir
+ * and fstatat(AT_SYMLINK_NOFOLLOW).  Inbox folders are small (files
+ * leave within milliseconds) and a scan needs the listing and the stat of
+ * each name at once; uv_fs_scandir would give the names only and adds a
+ * thread-pool round trip for no gain.  Symlinks are not regular files to
+ * fstatat without following, so a link into /etc is never read.
+ *
+ * Crash recovery: files left in .claimed/ by an instance that no longer
+ * runs are re-claimed at start (an atomic rename to this instance's
+ * suffix: of two starting instances only one wins) and reported on the
+ * first scan.  An instance is "running" while its .owner.ID file is
+ * locked; so a second rekeyd starting on a shared inbox does not take the
+ * files a first one is still working on.
+ */
+#include "inbox.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define COMP "inbox"
+#define ID_BYTES 6
+#define ID_HEX (2 * ID_BYTES)
+#define DEBOUNCE_MS 20
+#define MAX_UNIQUE 1000 /* NAME, NAME.1 .. NAME.999 in archive/error */
+#define MAX_CLAIM_SLOTS 1000
+
+#define DEF_SETTLE_MS 500u
+#define DEF_RESCAN_MS 2000u
+#define DEF_MAX_FILE ((size_t)10 * 1024 * 1024)
+#define DEF_MAX_DECOMPRESSED ((size_t)50 * 1024 * 1024)
+#define DEF_MAX_RATIO 100u
+
+#define REASON_NOT_XML "not an XML submission: only .xml and .xml.gz are taken"
+
+/* A file seen in the inbox but not yet taken. */
+typedef struct seen_file {
+    char *name;
+    int64_t size;
+    int64_t mtime_ns;
+    uint64_t since_ms; /* monotonic ms when this size+mtime was first seen */
+    int stuck;         /* the claim failed (not ENOENT): retried quietly */
+} seen_file;
+
+/* A file re-claimed from a dead instance, reported on the first scan. */
+typedef struct leftover {
+    char *claimed_path;
+    char *name;
+} leftover;
+
+struct rk_inbox {
+    uv_loop_t *loop;
+    rk_inbox_config cfg; /* defaults filled; strings point at the copies */
+    char *path, *archive, *error, *claimed;
+    char id[ID_HEX + 1];
+    char owner_path[PATH_MAX];
+    int owner_fd;
+    rk_inbox_claim_cb cb;
+    void *arg;
+
+    uv_fs_event_t watch;
+    uv_timer_t rescan, debounce, settle;
+    int handles_open;
+    int stopping;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+
+    int in_scan, scan_again, scanned_once, idle;
+    seen_file *seen; /* sorted by name */
+    size_t nseen;
+    leftover *left;
+    size_t nleft;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes "a/b" (and an optional suffix) into out; -ENAMETOOLONG when it
+ * does not fit. */
+static int join(char *out, size_t outlen, const char *dir, const char *name,
+                const char *suffix)
+{
+    int n = snprintf(out, outlen, "%s/%s%s", dir, name, suffix ? suffix : "");
+    if (n < 0 || (size_t)n >= outlen)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+static int ends_with_ci(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && strcasecmp(s + n - m, suf) == 0;
+}
+
+static int is_submission_name(const char *name)
+{
+    return ends_with_ci(name, ".xml") || ends_with_ci(name, ".xml.gz");
+}
+
+static uint64_t mono_ms(void) { return uv_hrtime() / 1000000u; }
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t mtime_ns_of(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* Fills zero fields of a config with the documented defaults. */
+static rk_inbox_config with_defaults(const rk_inbox_config *c)
+{
+    rk_inbox_config e = *c;
+    if (!e.settle_ms)
+        e.settle_ms = DEF_SETTLE_MS;
+    if (!e.rescan_ms)
+        e.rescan_ms = DEF_RESCAN_MS;
+    if (!e.max_file_size)
+        e.max_file_size = DEF_MAX_FILE;
+    if (!e.max_decompressed)
+        e.max_decompressed = DEF_MAX_DECOMPRESSED;
+    if (!e.max_ratio)
+        e.max_ratio = DEF_MAX_RATIO;
+    if (e.archive_dir && !e.archive_dir[0])
+        e.archive_dir = NULL; /* "archive =" in the config: delete */
+    return e;
+}
+
+/* mkdir -p with mode 0700 for every folder it creates.  Existing folders
+ * keep their mode (an operator may have opened the inbox to a portal
+ * user on purpose).  0 or -errno. */
+static int mkdir_p(const char *path)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+            return -errno;
+        buf[i] = c;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* Renames src to dst unless dst exists; -EEXIST then.  RENAME_NOREPLACE
+ * where the file system has it; link+unlink where it does not (NFS):
+ * link() fails atomically on an existing name; last a check-then-rename
+ * for file systems without hard links.  -EXDEV is passed up. */
+static int move_noreplace(const char *src, const char *dst)
+{
+    if (renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) == 0)
+        return 0;
+    int e = errno;
+    if (e != EINVAL && e != ENOSYS && e != ENOTSUP)
+        return -e;
+    if (link(src, dst) == 0) {
+        if (unlink(src) == 0)
+            return 0;
+        e = errno;
+        unlink(dst);
+        return -e;
+    }
+    e = errno;
+    if (e == EEXIST || e == ENOENT || e == EXDEV)
+        return -e;
+    struct stat st;
+    if (lstat(dst, &st) == 0)
+        return -EEXIST;
+    return rename(src, dst) == 0 ? 0 : -errno;
+}
+
+/* Copies src into a new hidden temporary file in dir (0600, fsynced,
+ * mtime kept), for moves across file systems.  The temp path goes to
+ * tmp.  0 or -errno. */
+static int copy_to_temp(const char *src, const char *dir, char *tmp,
+                        size_t tmplen)
+{
+    char hex[17];
+    int rc = rk_random_hex(8, hex);
+    if (rc)
+        return rc;
+    char base[32];
+    snprintf(base, sizeof base, ".copy.%s.tmp", hex);
+    if ((rc = join(tmp, tmplen, dir, base, NULL)) != 0)
+        return rc;
+    int in = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (in < 0)
+        return -errno;
+    int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) {
+        rc = -errno;
+        close(in);
+        return rc;
+    }
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(in, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(out, chunk + off, (size_t)(n - off));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                rc = -errno;
+                break;
+            }
+            off += w;
+        }
+        if (rc)
+            break;
+    }
+    struct stat st;
+    if (!rc && fstat(in, &st) == 0) {
+        struct timespec times[2] = {st.st_atim, st.st_mtim};
+        futimens(out, times);
+    }
+    if (!rc && fsync(out) != 0)
+        rc = -errno;
+    if (close(out) != 0 && !rc)
+        rc = -errno;
+    close(in);
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+/* Moves src into dir under name, or name.1, name.2, ... when taken; an
+ * existing file is never overwritten.  With avoid_reason, a candidate
+ * whose CANDIDATE.reason exists is skipped too (the error folder pairs
+ * each file with its reason).  The chosen path goes to dst.  Works
+ * across file systems (copy, then remove src).  0 or -errno. */
+static int move_unique(const char *src, const char *dir, const char *name,
+                       int avoid_reason, char *dst, size_t dstlen)
+{
+    char tmp[PATH_MAX];
+    const char *from = src;
+    int copied = 0;
+    int rc = -EEXIST;
+    for (unsigned i = 0; i < MAX_UNIQUE;) {
+        char suffix[16] = "";
+        if (i)
+            snprintf(suffix, sizeof suffix, ".%u", i);
+        if ((rc = join(dst, dstlen, dir, name, suffix)) != 0)
+            break;
+        if (avoid_reason) {
+            char rpath[PATH_MAX];
+            struct stat st;
+            int n = snprintf(rpath, sizeof rpath, "%s.reason", dst);
+            if (n < 0 || (size_t)n >= sizeof rpath) {
+                rc = -ENAMETOOLONG;
+                break;
+            }
+            if (lstat(rpath, &st) == 0) {
+                i++;
+                rc = -EEXIST;
+                continue;
+            }
+        }
+        rc = move_noreplace(from, dst);
+        if (rc == -EEXIST) {
+            i++;
+            continue;
+        }
+        if (rc == -EXDEV && !copied) {
+            if ((rc = copy_to_temp(src, dir, tmp, sizeof tmp)) != 0)
+                break;
+            copied = 1;
+            from = tmp;
+            continue; /* same candidate, now from inside dir */
+        }
+        break;
+    }
+    if (copied) {
+        if (rc == 0) {
+            if (unlink(src) != 0)
+                rc = -errno;
+        } else {
+            unlink(tmp);
+        }
+    }
+    return rc;
+}
+
+/* Writes "reason\n" to path atomically: a 0600 temp file in the same
+ * folder, fsync, rename.  0 or -errno. */
+static int write_reason(const char *dir, const char *path, const char *reason)
+{
+    char hex[17], base[40], tmp[PATH_MAX];
+    int rc = rk_random_hex(8, hex);
+    if (rc)
+        return rc;
+    snprintf(base, sizeof base, ".reason.%s.tmp", hex);
+    if ((rc = join(tmp, sizeof tmp, dir, base, NULL)) != 0)
+        return rc;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    size_t n = strlen(reason);
+    const char *parts[2] = {reason, "\n"};
+    size_t lens[2] = {n, 1};
+    for (int p = 0; p < 2 && !rc; p++) {
+        for (size_t off = 0; off < lens[p];) {
+            ssize_t w = write(fd, parts[p] + off, lens[p] - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                rc = -errno;
+                break;
+            }
+            off += (size_t)w;
+        }
+    }
+    if (!rc && fsync(fd) != 0)
+        rc = -errno;
+    if (close(fd) != 0 && !rc)
+        rc = -errno;
+    if (!rc && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+/* Renames dir/name to .claimed/name.ID (or name.ID-N when this instance
+ * still holds an earlier file of that name).  Only this instance creates
+ * names with its ID, on the loop thread, so the check for a free slot
+ * cannot race; the rename itself decides between competing instances.
+ * The claimed path goes to out.  0, -ENOENT (gone: another instance took
+ * it) or another -errno. */
+static int claim_rename(rk_inbox *in, const char *dir, const char *name,
+                        const char *src_name, char *out, size_t outlen)
+{
+    char src[PATH_MAX];
+    int rc = join(src, sizeof src, dir, src_name, NULL);
+    if (rc)
+        return rc;
+    for (unsigned n = 1; n <= MAX_CLAIM_SLOTS; n++) {
+        char suffix[32];
+        if (n == 1)
+            snprintf(suffix, sizeof suffix, ".%s", in->id);
+        else
+            snprintf(suffix, sizeof suffix, ".%s-%u", in->id, n);
+        if ((rc = join(out, outlen, in->claimed, name, suffix)) != 0)
+            return rc;
+        struct stat st;
+        if (lstat(out, &st) == 0)
+            continue;
+        return rename(src, out) == 0 ? 0 : -errno;
+    }
+    return -EEXIST;
+}
+
+/* Splits a claimed file name "NAME.ID" or "NAME.ID-N" into NAME (a new
+ * string, caller frees) and ID (id_out, ID_HEX+1 bytes).  A name without
+ * such a suffix (put there by hand) is returned whole with id "". */
+static char *parse_claimed_name(const char *fname, char *id_out)
+{
+    id_out[0] = '\0';
+    const char *dot = strrchr(fname, '.');
+    if (dot && dot != fname) {
+        const char *p = dot + 1;
+        size_t k = 0;
+        while (k < ID_HEX && ((p[k] >= '0' && p[k] <= '9') || (p[k] >= 'a' && p[k] <= 'f')))
+            k++;
+        const char *q = p + k;
+        int ok = k == ID_HEX && (*q == '\0' || q[0] == '-');
+        if (ok && q[0] == '-') {
+            q++;
+            ok = *q != '\0';
+            for (; *q && ok; q++)
+                ok = *q >= '0' && *q <= '9';
+        }
+        if (ok) {
+            memcpy(id_out, p, ID_HEX);
+            id_out[ID_HEX] = '\0';
+            return rk_strndup(fname, (size_t)(dot - fname));
+        }
+    }
+    return rk_strndup(fname, strlen(fname));
+}
+
+/* ---- instance ownership (flock on .claimed/.owner.ID) ------------------ */
+
+/* Creates this instance's owner file, locked before it becomes visible
+ * under its final name (a temp name, then rename), so another starting
+ * instance never sees it unlocked.  Without lock support the instance
+ * runs anyway, with a warning: leftovers are then taken unconditionally. */
+static void owner_create(rk_inbox *in)
+{
+    char tmp[PATH_MAX], base[48];
+    in->owner_fd = -1;
+    in->owner_path[0] = '\0';
+    snprintf(base, sizeof base, ".ownertmp.%s", in->id);
+    if (join(tmp, sizeof tmp, in->claimed, base, NULL) != 0)
+        return;
+    snprintf(base, sizeof base, ".owner.%s", in->id);
+    if (join(in->owner_path, sizeof in->owner_path, in->claimed, base, NULL) != 0) {
+        in->owner_path[0] = '\0';
+        return;
+    }
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0 || rename(tmp, in->owner_path) != 0) {
+        rk_warn(COMP, "instance %s: no owner lock in %s (%s); a second rekeyd "
+                "starting on this inbox could take files in flight",
+                in->id, in->claimed, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        in->owner_path[0] = '\0';
+        return;
+    }
+    in->owner_fd = fd;
+}
+
+/* 1 when the instance id still runs (its owner file is locked). */
+static int owner_alive(const rk_inbox *in, const char *id)
+{
+    if (!id[0])
+        return 0;
+    if (strcmp(id, in->id) == 0)
+        return 1;
+    char path[PATH_MAX], base[48];
+    snprintf(base, sizeof base, ".owner.%s", id);
+    if (join(path, sizeof path, in->claimed, base, NULL) != 0)
+        return 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return 0;
+    int alive = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return alive;
+}
+
+/* Removes owner files of instances that no longer run (while holding
+ * their lock, so a live one is never removed). */
+static void owner_sweep(rk_inbox *in)
+{
+    DIR *d = opendir(in->claimed);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, ".owner.", 7) != 0 || strcmp(de->d_name + 7, in->id) == 0)
+            continue;
+        char path[PATH_MAX];
+        if (join(path, sizeof path, in->claimed, de->d_name, NULL) != 0)
+            continue;
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlink(path);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* ---- leftovers --------------------------------------------------------- */
+
+/* Re-claims files in .claimed/ whose instance no longer runs and queues
+ * them for the first scan.  Runs inside rk_inbox_start, before any
+ * handle exists, so it may fail cleanly (-ENOMEM) or skip single files. */
+static int leftovers_collect(rk_inbox *in)
+{
+    DIR *d = opendir(in->claimed);
+    if (!d)
+        return -errno;
+    int dfd = dirfd(d);
+    size_t cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    /* Collect the names first: the renames below add entries. */
+    char **names = NULL;
+    size_t nnames = 0, capn = 0;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (de->d_name[0] == '.')
+            continue;
+        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (nnames == capn) {
+            size_t nc = capn ? capn * 2 : 16;
+            char **p = realloc(names, nc * sizeof *p);
+            if (!p) {
+                rc = -ENOMEM;
+                break;
+            }
+            names = p;
+            capn = nc;
+        }
+        if (!(names[nnames] = rk_strndup(de->d_name, strlen(de->d_name)))) {
+            rc = -ENOMEM;
+            break;
+        }
+        nnames++;
+    }
+    closedir(d);
+    for (size_t i = 0; i < nnames && !rc; i++) {
+        char oid[ID_HEX + 1];
+        char *orig = parse_claimed_name(names[i], oid);
+        if (!orig) {
+            rc = -ENOMEM;
+            break;
+        }
+        if (owner_alive(in, oid)) {
+            rk_debug(COMP, "instance %s: %s belongs to running instance %s", in->id,
+                     names[i], oid);
+            free(orig);
+            continue;
+        }
+        char cpath[PATH_MAX];
+        int r = claim_rename(in, in->claimed, orig, names[i], cpath, sizeof cpath);
+        if (r == -ENOENT) {
+            rk_debug(COMP, "instance %s: leftover %s taken by another instance", in->id,
+                     names[i]);
+            free(orig);
+            continue;
+        }
+        if (r) {
+            rk_warn(COMP, "instance %s: cannot re-claim leftover %s: %s", in->id, names[i],
+                    rk_strerror(r));
+            free(orig);
+            continue;
+        }
+        if (in->nleft == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            leftover *p = realloc(in->left, nc * sizeof *p);
+            if (!p) {
+                free(orig);
+                rc = -ENOMEM;
+                break;
+            }
+            in->left = p;
+            cap = nc;
+        }
+        char *cp = rk_strndup(cpath, strlen(cpath));
+        if (!cp) {
+            free(orig);
+            rc = -ENOMEM;
+            break;
+        }
+        in->left[in->nleft].claimed_path = cp;
+        in->left[in->nleft].name = orig;
+        in->nleft++;
+        rk_info(COMP, "instance %s: re-claimed %s left by an earlier run", in->id, orig);
+    }
+    for (size_t i = 0; i < nnames; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+/* ---- scanning ---------------------------------------------------------- */
+
+static int seen_cmp(const void *a, const void *b)
+{
+    return strcmp(((const seen_file *)a)->name, ((const seen_file *)b)->name);
+}
+
+static seen_file *seen_find(seen_file *tab, size_t n, const char *name)
+{
+    seen_file key = {.name = (char *)name};
+    return bsearch(&key, tab, n, sizeof *tab, seen_cmp);
+}
+
+static void seen_free(seen_file *tab, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(tab[i].name);
+    free(tab);
+}
+
+/* A claimed file that is not a submission: error folder plus reason. */
+static void refuse(rk_inbox *in, const char *cpath, const char *name)
+{
+    int rc = rk_inbox_fail(in, cpath, name, REASON_NOT_XML);
+    if (rc)
+        rk_error(COMP, "instance %s: cannot move refused file %s to the error folder: %s",
+                 in->id, name, rk_strerror(rc));
+}
+
+/* Hands one claimed file on: to the callback, or to the error folder
+ * when its name is not *.xml / *.xml.gz. */
+static void deliver(rk_inbox *in, const char *cpath, const char *name)
+{
+    if (!is_submission_name(name)) {
+        refuse(in, cpath, name);
+        return;
+    }
+    rk_debug(COMP, "instance %s: claimed %s", in->id, name);
+    in->cb(in, cpath, name, in->arg);
+}
+
+/* Claims a settled file and hands it on.  0 (taken), -ENOENT (another
+ * instance took it) or another error (logged once, retried quietly on
+ * later scans: stuck). */
+static int take(rk_inbox *in, const char *name, int stuck)
+{
+    char cpath[PATH_MAX];
+    int rc = claim_rename(in, in->path, name, name, cpath, sizeof cpath);
+    if (rc == -ENOENT) {
+        rk_debug(COMP, "instance %s: %s was taken by another instance", in->id, name);
+        return rc;
+    }
+    if (rc) {
+        rk_log(stuck ? RK_LOG_LVL_DEBUG : RK_LOG_LVL_ERROR, COMP,
+               "instance %s: cannot claim %s: %s", in->id, name, rk_strerror(rc));
+        return rc;
+    }
+    deliver(in, cpath, name);
+    return 0;
+}
+
+static void report_leftovers(rk_inbox *in)
+{
+    while (in->nleft && !in->stopping) {
+        leftover lo = in->left[--in->nleft];
+        deliver(in, lo.claimed_path, lo.name);
+        free(lo.claimed_path);
+        free(lo.name);
+    }
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* One look at the inbox: list regular files (no dot names), take the
+ * settled ones, remember the rest with the time their size+mtime was
+ * first seen, and arm the settle timer for the earliest one. */
+static void scan_once(rk_inbox *in)
+{
+    DIR *d = opendir(in->path);
+    if (!d) {
+        rk_error(COMP, "instance %s: cannot read inbox %s: %s", in->id, in->path,
+                 strerror(errno));
+        in->idle = 0;
+        return;
+    }
+    int dfd = dirfd(d);
+    seen_file *cur = NULL;
+    size_t ncur = 0, cap = 0;
+    struct dirent *de;
+    int oom = 0;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (de->d_name[0] == '.')
+            continue; /* ., .., .claimed and writers' temp files */
+        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue; /* gone, folders (archive/error inside), links, fifos */
+        if (ncur == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            seen_file *p = realloc(cur, nc * sizeof *p);
+            if (!p) {
+                oom = 1;
+                break;
+            }
+            cur = p;
+            cap = nc;
+        }
+        cur[ncur].name = rk_strndup(de->d_name, strlen(de->d_name));
+        if (!cur[ncur].name) {
+            oom = 1;
+            break;
+        }
+        cur[ncur].size = (int64_t)st.st_size;
+        cur[ncur].mtime_ns = mtime_ns_of(&st);
+        cur[ncur].since_ms = 0;
+        cur[ncur].stuck = 0;
+        ncur++;
+    }
+    closedir(d);
+    if (oom) {
+        rk_error(COMP, "instance %s: out of memory while scanning", in->id);
+        seen_free(cur, ncur);
+        in->idle = 0;
+        return;
+    }
+    if (ncur)
+        qsort(cur, ncur, sizeof *cur, seen_cmp);
+
+    uint64_t now = mono_ms();
+    int64_t wnow = wall_ns();
+    uint64_t settle = in->cfg.settle_ms;
+    uint64_t due = UINT64_MAX;
+    size_t pending = 0, keep = 0;
+    for (size_t i = 0; i < ncur; i++) {
+        seen_file f = cur[i];
+        seen_file *old = seen_find(in->seen, in->nseen, f.name);
+        int settled;
+        if (old && old->size == f.size && old->mtime_ns == f.mtime_ns) {
+            f.since_ms = old->since_ms;
+            f.stuck = old->stuck;
+            settled = now - f.since_ms >= settle;
+        } else {
+            f.since_ms = now;
+            /* first look (or changed): settled only if untouched for long */
+            settled = !old && wnow - f.mtime_ns >= (int64_t)settle * 1000000;
+        }
+        if (settled && !in->stopping) {
+            int rc = take(in, f.name, f.stuck);
+            if (rc == 0 || rc == -ENOENT) {
+                free(f.name);
+                continue;
+            }
+            f.stuck = 1;
+        } else if (!settled) {
+            pending++;
+            if (f.since_ms + settle < due)
+                due = f.since_ms + settle;
+        }
+        cur[keep++] = f; /* compaction keeps the name order */
+    }
+    seen_free(in->seen, in->nseen);
+    in->seen = cur;
+    in->nseen = keep;
+    in->idle = pending == 0 && in->nleft == 0;
+    if (in->stopping)
+        return;
+    if (pending) {
+        uint64_t t = mono_ms();
+        uint64_t delay = due > t ? due - t : 1;
+        if (delay > settle)
+            delay = settle;
+        uv_timer_start(&in->settle, on_timer, delay, 0);
+    } else {
+        uv_timer_stop(&in->settle);
+    }
+}
+
+/* Runs a scan now; a scan requested from inside the claim callback runs
+ * again right after the current one instead of nesting. */
+static void scan(rk_inbox *in)
+{
+    if (in->stopping)
+        return;
+    if (in->in_scan) {
+        in->scan_again = 1;
+        return;
+    }
+    in->in_scan = 1;
+    do {
+        in->scan_again = 0;
+        report_leftovers(in);
+        if (!in->stopping)
+            scan_once(in);
+        in->scanned_once = 1;
+    } while (in->scan_again && !in->stopping);
+    in->in_scan = 0;
+}
+
+static void on_timer(uv_timer_t *t) { scan(t->data); }
+
+/* A change in the inbox: scan after DEBOUNCE_MS, so a burst of events
+ * (a writer appending, fifty files dropped at once) costs one scan. */
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    rk_inbox *in = h->data;
+    (void)events;
+    if (in->stopping)
+        return;
+    if (status < 0) {
+        rk_warn(COMP, "instance %s: change events for %s failed (%s); the rescan "
+                "every %u ms goes on", in->id, in->path, uv_strerror(status),
+                in->cfg.rescan_ms);
+        return;
+    }
+    if (filename && filename[0] == '.')
+        return; /* temp files, .claimed */
+    if (!uv_is_active((uv_handle_t *)&in->debounce))
+        uv_timer_start(&in->debounce, on_timer, DEBOUNCE_MS, 0);
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+static void inbox_free(rk_inbox *in)
+{
+    if (!in)
+        return;
+    seen_free(in->seen, in->nseen);
+    for (size_t i = 0; i < in->nleft; i++) {
+        free(in->left[i].claimed_path);
+        free(in->left[i].name);
+    }
+    free(in->left);
+    free(in->path);
+    free(in->archive);
+    free(in->error);
+    free(in->claimed);
+    free(in);
+}
+
+static void owner_release(rk_inbox *in)
+{
+    if (in->owner_fd >= 0) {
+        unlink(in->owner_path);
+        close(in->owner_fd);
+        in->owner_fd = -1;
+    }
+}
+
+/* Same device and inode: the two paths are one folder. */
+static int same_dir(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* Everything that can fail happens before the first handle is
+ * initialised, so an error return leaves nothing to close. */
+int rk_inbox_start(uv_loop_t *loop, const rk_inbox_config *cfg, rk_inbox_claim_cb cb,
+                   void *arg, rk_inbox **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!cfg || !cfg->path || !cfg->path[0]) {
+        set_err(err, errlen, "inbox.path is not set");
+        return RK_E_CONFIG;
+    }
+    if (!cfg->error_dir || !cfg->error_dir[0]) {
+        set_err(err, errlen, "inbox.error is not set");
+        return RK_E_CONFIG;
+    }
+    if (!cb) {
+        set_err(err, errlen, "inbox: no claim callback");
+        return RK_E_CONFIG;
+    }
+    rk_inbox *in = calloc(1, sizeof *in);
+    if (!in) {
+        set_err(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    in->owner_fd = -1;
+    in->loop = loop;
+    in->cb = cb;
+    in->arg = arg;
+    in->cfg = with_defaults(cfg);
+    in->path = rk_strndup(cfg->path, strlen(cfg->path));
+    in->error = rk_strndup(cfg->error_dir, strlen(cfg->error_dir));
+    if (in->cfg.archive_dir)
+        in->archive = rk_strndup(cfg->archive_dir, strlen(cfg->archive_dir));
+    size_t cl = strlen(cfg->path) + sizeof "/.claimed";
+    in->claimed = malloc(cl);
+    if (!in->path || !in->error || !in->claimed || (in->cfg.archive_dir && !in->archive)) {
+        inbox_free(in);
+        set_err(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    snprintf(in->claimed, cl, "%s/.claimed", cfg->path);
+    in->cfg.path = in->path;
+    in->cfg.error_dir = in->error;
+    in->cfg.archive_dir = in->archive;
+
+    const char *dirs[4] = {in->path, in->claimed, in->error, in->archive};
+    const char *keys[4] = {"inbox.path", "inbox.path", "inbox.error", "inbox.archive"};
+    for (int i = 0; i < 4; i++) {
+        int rc;
+        if (dirs[i] && (rc = mkdir_p(dirs[i])) != 0) {
+            set_err(err, errlen, "%s: cannot create folder %s: %s", keys[i], dirs[i],
+                    rk_strerror(rc));
+            inbox_free(in);
+            return rc;
+        }
+    }
+    if (same_dir(in->path, in->error) || (in->archive && same_dir(in->path, in->archive))) {
+        set_err(err, errlen, "inbox.error and inbox.archive must not be the inbox folder "
+                "itself (%s)", in->path);
+        inbox_free(in);
+        return RK_E_CONFIG;
+    }
+    int rc = rk_random_hex(ID_BYTES, in->id);
+    if (rc) {
+        set_err(err, errlen, "inbox: no random instance id: %s", rk_strerror(rc));
+        inbox_free(in);
+        return rc;
+    }
+    owner_create(in);
+    if ((rc = leftovers_collect(in)) != 0) {
+        set_err(err, errlen, "inbox: cannot read %s: %s", in->claimed, rk_strerror(rc));
+        owner_release(in);
+        inbox_free(in);
+        return rc;
+    }
+    owner_sweep(in);
+
+    uv_timer_init(loop, &in->rescan);
+    uv_timer_init(loop, &in->debounce);
+    uv_timer_init(loop, &in->settle);
+    uv_fs_event_init(loop, &in->watch);
+    in->rescan.data = in->debounce.data = in->settle.data = in->watch.data = in;
+    in->handles_open = 4;
+    int wrc = uv_fs_event_start(&in->watch, on_fs_event, in->path, 0);
+    if (wrc)
+        rk_warn(COMP, "instance %s: no change events for %s (%s); rescanning every %u ms",
+                in->id, in->path, uv_strerror(wrc), in->cfg.rescan_ms);
+    uv_timer_start(&in->debounce, on_timer, 0, 0); /* the first scan */
+    uv_timer_start(&in->rescan, on_timer, in->cfg.rescan_ms, in->cfg.rescan_ms);
+    rk_info(COMP, "instance %s: watching %s (settle %u ms, rescan %u ms)", in->id, in->path,
+            in->cfg.settle_ms, in->cfg.rescan_ms);
+    *out = in;
+    return 0;
+}
+
+void rk_inbox_scan(rk_inbox *in)
+{
+    if (in)
+        scan(in);
+}
+
+int rk_inbox_idle(const rk_inbox *in)
+{
+    return in && in->scanned_once && in->idle && in->nleft == 0;
+}
+
+const rk_inbox_config *rk_inbox_config_of(const rk_inbox *in) { return &in->cfg; }
+
+/* Bounded read plus gunzip.  The reasons name the setting that refused
+ * the file, so an operator reading error/NAME.reason knows what to
+ * change.  The ratio check mirrors rk_inflate's own output cap to tell
+ * the two limits apart. */
+int rk_inbox_read(const rk_inbox_config *cfg, const char *claimed_path, const char *name,
+                  char **data, size_t *len, char *err, size_t errlen)
+{
+    rk_inbox_config c = with_defaults(cfg);
+    char *raw = NULL;
+    size_t rawlen = 0;
+    *data = NULL;
+    *len = 0;
+    int rc = rk_read_file(claimed_path, c.max_file_size, &raw, &rawlen);
+    if (rc == RK_E_LIMIT) {
+        struct stat st;
+        long long sz = stat(claimed_path, &st) == 0 ? (long long)st.st_size : -1;
+        if (sz >= 0)
+            set_err(err, errlen, "file is %lld bytes, limit is %zu (inbox.max_file_size)", sz,
+                    c.max_file_size);
+        else
+            set_err(err, errlen, "file is larger than the limit of %zu bytes "
+                    "(inbox.max_file_size)", c.max_file_size);
+        return rc;
+    }
+    if (rc) {
+        set_err(err, errlen, "cannot read the file: %s", rk_strerror(rc));
+        return rc;
+    }
+    if (rawlen == 0) {
+        free(raw);
+        set_err(err, errlen, "empty file");
+        return RK_E_FORMAT;
+    }
+    if (!ends_with_ci(name ? name : claimed_path, ".gz")) {
+        *data = raw;
+        *len = rawlen;
+        return 0;
+    }
+    char *outp = NULL;
+    size_t outlen = 0;
+    rc = rk_inflate(raw, rawlen, 1, c.max_decompressed, c.max_ratio, &outp, &outlen);
+    if (rc == RK_E_LIMIT) {
+        size_t limit = c.max_decompressed;
+        if (c.max_ratio && rawlen <= SIZE_MAX / c.max_ratio && rawlen * c.max_ratio < limit)
+            limit = rawlen * c.max_ratio;
+        if (limit < 64)
+            limit = 64;
+        if (limit < c.max_decompressed)
+            set_err(err, errlen, "decompressed data exceeds inbox.max_ratio (%u times the "
+                    "%zu compressed bytes)", c.max_ratio, rawlen);
+        else
+            set_err(err, errlen, "decompressed size exceeds inbox.max_decompressed_size "
+                    "(%zu bytes)", c.max_decompressed);
+    } else if (rc == RK_E_FORMAT) {
+        set_err(err, errlen, "gzip data is truncated or corrupt");
+    } else if (rc) {
+        set_err(err, errlen, "cannot decompress the file: %s", rk_strerror(rc));
+    } else if (outlen == 0) {
+        free(outp);
+        set_err(err, errlen, "empty file (the gzip data holds no bytes)");
+        rc = RK_E_FORMAT;
+    }
+    free(raw);
+    if (rc)
+        return rc;
+    *data = outp;
+    *len = outlen;
+    return 0;
+}
+
+/* A name from the claim callback never holds '/'; refuse one that does
+ * rather than move a file somewhere else. */
+static int bad_name(const char *name)
+{
+    return !name || !name[0] || strchr(name, '/') || strcmp(name, ".") == 0 ||
+           strcmp(name, "..") == 0;
+}
+
+int rk_inbox_done(rk_inbox *in, const char *claimed_path, const char *name)
+{
+    if (bad_name(name))
+        return -EINVAL;
+    if (!in->archive) {
+        if (unlink(claimed_path) != 0) {
+            int e = -errno;
+            rk_error(COMP, "instance %s: cannot delete %s after intake: %s", in->id, name,
+                     strerror(errno));
+            return e;
+        }
+        return 0;
+    }
+    char dst[PATH_MAX];
+    int rc = move_unique(claimed_path, in->archive, name, 0, dst, sizeof dst);
+    if (rc)
+        rk_error(COMP, "instance %s: cannot archive %s: %s", in->id, name, rk_strerror(rc));
+    return rc;
+}
+
+int rk_inbox_fail(rk_inbox *in, const char *claimed_path, const char *name,
+                  const char *reason)
+{
+    if (bad_name(name))
+        return -EINVAL;
+    char dst[PATH_MAX], rpath[PATH_MAX];
+    int rc = move_unique(claimed_path, in->error, name, 1, dst, sizeof dst);
+    if (rc) {
+        rk_error(COMP, "instance %s: cannot move %s to the error folder: %s", in->id, name,
+                 rk_strerror(rc));
+        return rc;
+    }
+    int n = snprintf(rpath, sizeof rpath, "%s.reason", dst);
+    if (n < 0 || (size_t)n >= sizeof rpath)
+        return -ENAMETOOLONG;
+    rc = write_reason(in->error, rpath, reason ? reason : "unknown reason");
+    if (rc)
+        rk_error(COMP, "instance %s: cannot write the reason file for %s: %s", in->id, name,
+                 rk_strerror(rc));
+    else
+        rk_warn(COMP, "instance %s: %s moved to the error folder: %s", in->id, name,
+                reason ? reason : "unknown reason");
+    return rc;
+}
+
+static void on_close(uv_handle_t *h)
+{
+    rk_inbox *in = h->data;
+    if (--in->handles_open > 0)
+        return;
+    void (*cb)(void *) = in->close_cb;
+    void *arg = in->close_arg;
+    if (cb)
+        cb(arg);
+    inbox_free(in);
+}
+
+/* Closing may happen inside the claim callback: the scan in progress
+ * sees `stopping`, claims nothing more and touches no handle; the memory
+ * lives until the last close callback, which libuv runs later. */
+void rk_inbox_stop(rk_inbox *in, void (*close_cb)(void *arg), void *arg)
+{
+    if (!in || in->stopping)
+        return;
+    in->stopping = 1;
+    in->close_cb = close_cb;
+    in->close_arg = arg;
+    owner_release(in);
+    rk_info(COMP, "instance %s: stopped watching %s", in->id, in->path);
+    uv_close((uv_handle_t *)&in->watch, on_close);
+    uv_close((uv_handle_t *)&in->rescan, on_close);
+    uv_close((uv_handle_t *)&in->debounce, on_close);
+    uv_close((uv_handle_t *)&in->settle, on_close);
+}

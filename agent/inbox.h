@@ -1,0 +1,85 @@
+/*
+ * inbox.h — the directory inbox source.
+ *
+ * Watches a spool directory with uv_fs_event plus a periodic rescan
+ * (network shares send no events).  A file is taken only when complete:
+ * its size and mtime were the same on two looks at least settle_ms apart
+ * (a file renamed into the inbox whose mtime is already settle_ms old is
+ * taken at once).  Names starting with '.' are ignored, so writers may
+ * write ".name.tmp" and rename.  Only *.xml and *.xml.gz are taken; any
+ * other file goes to the error folder with a reason file.
+ *
+ * A file is claimed by an atomic rename into <inbox>/.claimed/, the new
+ * name carrying this instance's id, so two rekeyd processes on one inbox
+ * never take the same file.  The engine then reads it (rk_inbox_read, on
+ * the thread pool), stores it durably, and only then calls rk_inbox_done
+ * (archive or delete) — or rk_inbox_fail (error folder + NAME.reason).
+ *
+ * Ownership: strings passed to the claim callback are valid only during
+ * the call; copy what you keep.  All functions but rk_inbox_read run on
+ * the loop thread.
+ */
+#ifndef RK_INBOX_H
+#define RK_INBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct rk_inbox_config {
+    const char *path;          /* the spool directory (required) */
+    const char *archive_dir;   /* where taken files go; NULL = delete them */
+    const char *error_dir;     /* where refused files go (required) */
+    unsigned settle_ms;        /* default 500 */
+    unsigned rescan_ms;        /* default 2000 */
+    size_t max_file_size;      /* bytes on disk, default 10 MiB */
+    size_t max_decompressed;   /* bytes after gunzip, default 50 MiB */
+    unsigned max_ratio;        /* decompressed / compressed, default 100 */
+} rk_inbox_config;
+
+typedef struct rk_inbox rk_inbox;
+
+/* Called once per claimed file: claimed_path is the file's path under
+ * .claimed/, name its original name in the inbox. */
+typedef void (*rk_inbox_claim_cb)(rk_inbox *in, const char *claimed_path,
+                                  const char *name, void *arg);
+
+/* Creates the inbox; creates .claimed/, the archive and error folders
+ * when missing.  Files left in .claimed/ by an earlier run are reported
+ * to cb on the first scan (the engine checks the store for them).
+ * Returns 0 or a negative error, with a message in err. */
+int rk_inbox_start(uv_loop_t *loop, const rk_inbox_config *cfg,
+                   rk_inbox_claim_cb cb, void *arg, rk_inbox **out,
+                   char *err, size_t errlen);
+
+/* Scans now instead of waiting for the next rescan. */
+void rk_inbox_scan(rk_inbox *in);
+
+/* 1 when the last scan saw no candidate file (not even an unsettled one)
+ * and every claimed file has been passed to the callback. */
+int rk_inbox_idle(const rk_inbox *in);
+
+/* Reads a claimed file, gunzipping *.gz with the configured caps.
+ * Blocking: call it on the thread pool.  On failure returns a negative
+ * error and writes the reason (English, for operators) into err.
+ * *data is NUL-terminated; the caller frees it. */
+int rk_inbox_read(const rk_inbox_config *cfg, const char *claimed_path,
+                  const char *name, char **data, size_t *len,
+                  char *err, size_t errlen);
+
+/* After durable intake: move to the archive folder (keeping the original
+ * name, made unique) or delete.  0 or a negative error. */
+int rk_inbox_done(rk_inbox *in, const char *claimed_path, const char *name);
+
+/* The file could not be taken in: move it to the error folder and write
+ * NAME.reason beside it.  0 or a negative error. */
+int rk_inbox_fail(rk_inbox *in, const char *claimed_path, const char *name,
+                  const char *reason);
+
+/* Stops watching; close_cb (may be NULL) runs once every handle closed,
+ * after which the inbox memory is freed. */
+void rk_inbox_stop(rk_inbox *in, void (*close_cb)(void *arg), void *arg);
+
+const rk_inbox_config *rk_inbox_config_of(const rk_inbox *in);
+
+#endif /* RK_INBOX_H */

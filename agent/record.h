@@ -1,0 +1,57 @@
+/*
+ * record.h — the outcome of processing one submission with one job: the
+ * mapped fields with their provenance and the anomalies found on the way.
+ *
+ * Ownership: an rk_result owns all its strings; rk_result_free releases
+ * them.  Results are built on worker threads and handed to the loop
+ * thread whole.
+ */
+#ifndef RK_RECORD_H
+#define RK_RECORD_H
+
+#include <stddef.h>
+#include "job.h"
+
+typedef struct rk_anomaly {
+    char *code;      /* e.g. SCHEMA, PFLICHTFELD, MINDESTALTER */
+    char *field;     /* target field name, or NULL */
+    char *message;   /* German, for clerks; may contain submitted values */
+    rk_severity severity;
+} rk_anomaly;
+
+typedef struct rk_mapped_field {
+    char *name;
+    char *value;     /* after transforms; NULL when nothing was found */
+    char *source;    /* the value in the submission before transforms */
+    char *xpath;     /* the job's expression */
+    char *node;      /* the concrete node path (xmlGetNodePath), or NULL */
+} rk_mapped_field;
+
+/* A duplicate-rule key computed on a worker, checked against the store on
+ * the loop thread. */
+typedef struct rk_dup_check {
+    size_t rule;     /* index into job->rules */
+    char *key;       /* hex SHA-256 of job name and key values */
+} rk_dup_check;
+
+typedef struct rk_result {
+    rk_mapped_field *fields;
+    size_t n_fields;
+    rk_anomaly *anomalies;
+    size_t n_anomalies;
+    rk_dup_check *dups;
+    size_t n_dups;
+} rk_result;
+
+void rk_result_init(rk_result *r);
+void rk_result_free(rk_result *r);
+/* Adds an anomaly (copies the strings); message is printf-style. */
+void rk_result_add_anomaly(rk_result *r, const char *code, const char *field,
+                           rk_severity sev, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* The mapped field by name, or NULL. */
+const rk_mapped_field *rk_result_field(const rk_result *r, const char *name);
+/* 1 when any anomaly has severity block. */
+int rk_result_blocked(const rk_result *r);
+
+#endif /* RK_RECORD_H */

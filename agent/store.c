@@ -1,0 +1,815 @@
+/*
+ * store.c — see store.h.
+ *
+ * Statements are prepared once per connection and reused (the hot path
+ * runs the same few statements thousands of times).  Migrations are an
+ * ordered list of SQL scripts; PRAGMA user_version records how many ran.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "util.h"
+
+const char *const rk_states[] = {
+    RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED, RK_ST_READY, RK_ST_DELIVERING,
+    RK_ST_DELIVERED, RK_ST_REVIEW, RK_ST_RETRY_WAIT, RK_ST_FAILED, RK_ST_REJECTED,
+    NULL};
+
+static const char *const rk_states_de[] = {
+    "eingegangen", "formal geprüft", "übernommen", "bereit zur Übertragung",
+    "wird übertragen", "übertragen", "zur Klärung", "wartet auf erneuten Versuch",
+    "fehlgeschlagen", "abgelehnt", NULL};
+
+int rk_state_valid(const char *s)
+{
+    for (size_t i = 0; s && rk_states[i]; i++)
+        if (strcmp(s, rk_states[i]) == 0)
+            return 1;
+    return 0;
+}
+
+const char *rk_state_german(const char *s)
+{
+    for (size_t i = 0; s && rk_states[i]; i++)
+        if (strcmp(s, rk_states[i]) == 0)
+            return rk_states_de[i];
+    return s;
+}
+
+/* ---- migrations -------------------------------------------------------- */
+
+static const char *const migrations[] = {
+    /* 1: the walking skeleton's schema */
+    "CREATE TABLE submissions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  uid TEXT NOT NULL UNIQUE,"
+    "  source TEXT NOT NULL,"
+    "  source_ref TEXT NOT NULL,"
+    "  received_at TEXT NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  payload BLOB,"
+    "  root_ns TEXT,"
+    "  root_name TEXT);"
+    "CREATE INDEX submissions_source_ref ON submissions(source, source_ref);"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  submission_id INTEGER NOT NULL REFERENCES submissions(id),"
+    "  job TEXT,"
+    "  job_version INTEGER,"
+    "  state TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_attempt_at INTEGER,"
+    "  created_at TEXT NOT NULL,"
+    "  updated_at TEXT NOT NULL,"
+    "  target_id TEXT,"
+    "  last_error TEXT);"
+    "CREATE INDEX jobs_state ON jobs(state, id);"
+    "CREATE INDEX jobs_job ON jobs(job, state);"
+    "CREATE INDEX jobs_submission ON jobs(submission_id);"
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  at TEXT NOT NULL,"
+    "  actor TEXT NOT NULL,"
+    "  from_state TEXT,"
+    "  to_state TEXT NOT NULL,"
+    "  reason TEXT);"
+    "CREATE INDEX events_job ON events(job_id, id);"
+    /* the audit trail is append-only */
+    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+    "  BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
+    "CREATE TABLE anomalies ("
+    "  id INTEGER PRIMARY KEY,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  code TEXT NOT NULL,"
+    "  field TEXT,"
+    "  severity TEXT NOT NULL CHECK (severity IN ('block','warn')),"
+    "  message TEXT NOT NULL,"
+    "  created_at TEXT NOT NULL);"
+    "CREATE INDEX anomalies_job ON anomalies(job_id);"
+    "CREATE TABLE fields ("
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  ord INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  value TEXT,"
+    "  source TEXT,"
+    "  xpath TEXT,"
+    "  node TEXT,"
+    "  PRIMARY KEY (job_id, ord)) WITHOUT ROWID;"
+    "CREATE TABLE dupkeys ("
+    "  key TEXT NOT NULL,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  at_ms INTEGER NOT NULL);"
+    "CREATE INDEX dupkeys_key ON dupkeys(key, at_ms);",
+};
+#define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
+
+/* ---- statements -------------------------------------------------------- */
+
+enum {
+    Q_ADD_SUB,
+    Q_ADD_JOB,
+    Q_ADD_EVENT,
+    Q_FIND_REF,
+    Q_PAYLOAD,
+    Q_SET_MATCH_JOB,
+    Q_SET_MATCH_SUB,
+    Q_STATE_OF,
+    Q_SET_STATE,
+    Q_DEL_FIELDS,
+    Q_DEL_ANOM,
+    Q_ADD_FIELD,
+    Q_ADD_ANOM,
+    Q_LOAD_FIELDS,
+    Q_LOAD_ANOM,
+    Q_DUP_FIND,
+    Q_DUP_ADD,
+    Q_SET_DELIVERY,
+    Q_COUNT
+};
+
+static const char *const sql_text[Q_COUNT] = {
+    [Q_ADD_SUB] = "INSERT INTO submissions(uid, source, source_ref, received_at, sha256,"
+                  " size, payload) VALUES (?,?,?,?,?,?,?)",
+    [Q_ADD_JOB] = "INSERT INTO jobs(submission_id, state, created_at, updated_at)"
+                  " VALUES (?, 'received', ?, ?)",
+    [Q_ADD_EVENT] = "INSERT INTO events(job_id, at, actor, from_state, to_state, reason)"
+                    " VALUES (?,?,?,?,?,?)",
+    [Q_FIND_REF] = "SELECT j.id FROM submissions s JOIN jobs j ON j.submission_id = s.id"
+                   " WHERE s.source = ? AND s.source_ref = ? ORDER BY j.id LIMIT 1",
+    [Q_PAYLOAD] = "SELECT s.payload, s.uid FROM jobs j JOIN submissions s"
+                  " ON s.id = j.submission_id WHERE j.id = ?",
+    [Q_SET_MATCH_JOB] = "UPDATE jobs SET job = ?, job_version = ? WHERE id = ?",
+    [Q_SET_MATCH_SUB] = "UPDATE submissions SET root_ns = ?, root_name = ?"
+                        " WHERE id = (SELECT submission_id FROM jobs WHERE id = ?)",
+    [Q_STATE_OF] = "SELECT state FROM jobs WHERE id = ?",
+    [Q_SET_STATE] = "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?",
+    [Q_DEL_FIELDS] = "DELETE FROM fields WHERE job_id = ?",
+    [Q_DEL_ANOM] = "DELETE FROM anomalies WHERE job_id = ?",
+    [Q_ADD_FIELD] = "INSERT INTO fields(job_id, ord, name, value, source, xpath, node)"
+                    " VALUES (?,?,?,?,?,?,?)",
+    [Q_ADD_ANOM] = "INSERT INTO anomalies(job_id, code, field, severity, message, created_at)"
+                   " VALUES (?,?,?,?,?,?)",
+    [Q_LOAD_FIELDS] = "SELECT name, value, source, xpath, node FROM fields"
+                      " WHERE job_id = ? ORDER BY ord",
+    [Q_LOAD_ANOM] = "SELECT code, field, severity, message FROM anomalies"
+                    " WHERE job_id = ? ORDER BY id",
+    [Q_DUP_FIND] = "SELECT d.job_id FROM dupkeys d JOIN jobs j ON j.id = d.job_id"
+                   " WHERE d.key = ? AND d.at_ms >= ? AND d.job_id <> ?"
+                   " AND j.state <> 'rejected' ORDER BY d.at_ms DESC LIMIT 1",
+    [Q_DUP_ADD] = "INSERT INTO dupkeys(key, job_id, at_ms) VALUES (?,?,?)",
+    [Q_SET_DELIVERY] = "UPDATE jobs SET attempts = ?, next_attempt_at = ?, last_error = ?,"
+                       " target_id = COALESCE(?, target_id) WHERE id = ?",
+};
+
+struct rk_store {
+    sqlite3 *db;
+    sqlite3_stmt *st[Q_COUNT];
+    int in_txn;
+};
+
+/* Returns the cached statement, reset and with bindings cleared. */
+static sqlite3_stmt *stmt(rk_store *s, int q)
+{
+    if (!s->st[q]) {
+        if (sqlite3_prepare_v3(s->db, sql_text[q], -1, SQLITE_PREPARE_PERSISTENT,
+                               &s->st[q], NULL) != SQLITE_OK) {
+            rk_error("store", "prepare failed: %s", sqlite3_errmsg(s->db));
+            return NULL;
+        }
+    } else {
+        sqlite3_reset(s->st[q]);
+        sqlite3_clear_bindings(s->st[q]);
+    }
+    return s->st[q];
+}
+
+/* Runs a statement that returns no rows. */
+static int step_done(rk_store *s, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        rk_error("store", "statement failed: %s", sqlite3_errmsg(s->db));
+        return RK_E_DB;
+    }
+    return 0;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void now_iso(char *out, size_t n) { rk_time_iso(rk_now_ms(), out, n); }
+
+static int exec(rk_store *s, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        rk_error("store", "%s", msg ? msg : "exec failed");
+        sqlite3_free(msg);
+        return RK_E_DB;
+    }
+    return 0;
+}
+
+static int migrate(rk_store *s, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    int version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (version > (int)N_MIGRATIONS) {
+        snprintf(err, errlen,
+                 "database schema version %d is newer than this rekey (%zu); "
+                 "use the rekey that wrote it", version, N_MIGRATIONS);
+        return RK_E_DB;
+    }
+    for (int v = version; v < (int)N_MIGRATIONS; v++) {
+        char pragma[48];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+        if (exec(s, "BEGIN IMMEDIATE") || exec(s, migrations[v]) || exec(s, pragma)) {
+            exec(s, "ROLLBACK");
+            goto fail;
+        }
+        if (exec(s, "COMMIT"))
+            goto fail;
+        rk_info("store", "migrated database schema to version %d", v + 1);
+    }
+    return 0;
+fail:
+    snprintf(err, errlen, "database migration failed: %s", sqlite3_errmsg(s->db));
+    return RK_E_DB;
+}
+
+int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int ro = flags & RK_STORE_READONLY;
+    if (ro && access(path, R_OK) != 0) {
+        snprintf(err, errlen, "cannot open database %s: %s (is --db right?)", path,
+                 strerror(errno));
+        return -errno;
+    }
+    if (!ro) {
+        /* create the file ourselves so it is 0600 from the start */
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            snprintf(err, errlen, "cannot create database %s: %s", path, strerror(errno));
+            return -errno;
+        }
+        close(fd);
+    }
+    rk_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    int oflags = ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+    if (sqlite3_open_v2(path, &s->db, oflags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open database %s: %s", path,
+                 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        rk_store_close(s);
+        return RK_E_DB;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    sqlite3_extended_result_codes(s->db, 1);
+    if (!ro) {
+        const char *sync = (flags & RK_STORE_SYNC_NORMAL) ? "PRAGMA synchronous=NORMAL"
+                                                          : "PRAGMA synchronous=FULL";
+        if (exec(s, "PRAGMA journal_mode=WAL") || exec(s, sync) ||
+            exec(s, "PRAGMA foreign_keys=ON") || migrate(s, err, errlen)) {
+            if (!*err)
+                snprintf(err, errlen, "cannot prepare database %s: %s", path,
+                         sqlite3_errmsg(s->db));
+            rk_store_close(s);
+            return RK_E_DB;
+        }
+    } else {
+        sqlite3_stmt *st;
+        int version = -1;
+        if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW)
+                version = sqlite3_column_int(st, 0);
+            sqlite3_finalize(st);
+        }
+        if (version < 1) {
+            snprintf(err, errlen, "%s is not a rekey database (or rekeyd never ran on it)",
+                     path);
+            rk_store_close(s);
+            return RK_E_DB;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+void rk_store_close(rk_store *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+const char *rk_store_errmsg(rk_store *s) { return sqlite3_errmsg(s->db); }
+
+int rk_store_begin(rk_store *s)
+{
+    int rc = exec(s, "BEGIN IMMEDIATE");
+    if (!rc)
+        s->in_txn = 1;
+    return rc;
+}
+
+int rk_store_commit(rk_store *s)
+{
+    s->in_txn = 0;
+    return exec(s, "COMMIT");
+}
+
+int rk_store_rollback(rk_store *s)
+{
+    s->in_txn = 0;
+    return exec(s, "ROLLBACK");
+}
+
+/* ---- write side -------------------------------------------------------- */
+
+static int add_event(rk_store *s, int64_t job_id, const char *from, const char *to,
+                     const char *actor, const char *reason)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    sqlite3_stmt *st = stmt(s, Q_ADD_EVENT);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    bind_text(st, 2, at);
+    bind_text(st, 3, actor);
+    bind_text(st, 4, from);
+    bind_text(st, 5, to);
+    bind_text(st, 6, reason);
+    return step_done(s, st);
+}
+
+int rk_store_add_submission(rk_store *s, const rk_submission_in *in, const char *actor,
+                            int64_t *job_id)
+{
+    char at[32];
+    rk_time_iso(in->received_ms, at, sizeof at);
+    sqlite3_stmt *st = stmt(s, Q_ADD_SUB);
+    if (!st)
+        return RK_E_DB;
+    bind_text(st, 1, in->uid);
+    bind_text(st, 2, in->source);
+    bind_text(st, 3, in->source_ref);
+    bind_text(st, 4, at);
+    bind_text(st, 5, in->sha256);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)in->size);
+    sqlite3_bind_blob(st, 7, in->zpayload, (int)in->zlen, SQLITE_STATIC);
+    int rc = step_done(s, st);
+    if (rc)
+        return rc;
+    int64_t sub_id = sqlite3_last_insert_rowid(s->db);
+    st = stmt(s, Q_ADD_JOB);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, sub_id);
+    bind_text(st, 2, at);
+    bind_text(st, 3, at);
+    if ((rc = step_done(s, st)) != 0)
+        return rc;
+    *job_id = sqlite3_last_insert_rowid(s->db);
+    char reason[256];
+    snprintf(reason, sizeof reason, "taken from %s", in->source);
+    return add_event(s, *job_id, NULL, RK_ST_RECEIVED, actor, reason);
+}
+
+int rk_store_find_source_ref(rk_store *s, const char *source, const char *source_ref,
+                             int64_t *job_id)
+{
+    sqlite3_stmt *st = stmt(s, Q_FIND_REF);
+    if (!st)
+        return RK_E_DB;
+    bind_text(st, 1, source);
+    bind_text(st, 2, source_ref);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *job_id = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        return 0;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+}
+
+int rk_store_load_payload(rk_store *s, int64_t job_id, size_t max, char **data,
+                          size_t *len, char **uid)
+{
+    sqlite3_stmt *st = stmt(s, Q_PAYLOAD);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+    }
+    const void *blob = sqlite3_column_blob(st, 0);
+    size_t blen = (size_t)sqlite3_column_bytes(st, 0);
+    if (!blob) {
+        sqlite3_reset(st);
+        return RK_E_NOTFOUND; /* purged */
+    }
+    rc = rk_inflate(blob, blen, 0, max, 0, data, len);
+    if (!rc && uid) {
+        const char *u = (const char *)sqlite3_column_text(st, 1);
+        *uid = strdup(u ? u : "");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int rk_store_set_match(rk_store *s, int64_t job_id, const char *job, long version,
+                       const char *root_ns, const char *root_name)
+{
+    sqlite3_stmt *st = stmt(s, Q_SET_MATCH_JOB);
+    if (!st)
+        return RK_E_DB;
+    bind_text(st, 1, job);
+    if (job)
+        sqlite3_bind_int64(st, 2, version);
+    sqlite3_bind_int64(st, 3, job_id);
+    int rc = step_done(s, st);
+    if (rc)
+        return rc;
+    st = stmt(s, Q_SET_MATCH_SUB);
+    if (!st)
+        return RK_E_DB;
+    bind_text(st, 1, root_ns);
+    bind_text(st, 2, root_name);
+    sqlite3_bind_int64(st, 3, job_id);
+    return step_done(s, st);
+}
+
+int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const char *to,
+                        const char *actor, const char *reason)
+{
+    if (!rk_state_valid(to))
+        return RK_E_STATE;
+    sqlite3_stmt *st = stmt(s, Q_STATE_OF);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+    }
+    char cur[16];
+    snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    if (from && strcmp(cur, from) != 0)
+        return RK_E_STATE;
+    char at[32];
+    now_iso(at, sizeof at);
+    st = stmt(s, Q_SET_STATE);
+    if (!st)
+        return RK_E_DB;
+    bind_text(st, 1, to);
+    bind_text(st, 2, at);
+    sqlite3_bind_int64(st, 3, job_id);
+    if ((rc = step_done(s, st)) != 0)
+        return rc;
+    return add_event(s, job_id, cur, to, actor, reason);
+}
+
+int rk_store_add_anomaly(rk_store *s, int64_t job_id, const char *code, const char *field,
+                         rk_severity sev, const char *message)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    sqlite3_stmt *st = stmt(s, Q_ADD_ANOM);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    bind_text(st, 2, code);
+    bind_text(st, 3, field);
+    bind_text(st, 4, sev == RK_SEV_BLOCK ? "block" : "warn");
+    bind_text(st, 5, message ? message : "");
+    bind_text(st, 6, at);
+    return step_done(s, st);
+}
+
+int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r)
+{
+    sqlite3_stmt *st = stmt(s, Q_DEL_FIELDS);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    int rc = step_done(s, st);
+    if (rc)
+        return rc;
+    st = stmt(s, Q_DEL_ANOM);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    if ((rc = step_done(s, st)) != 0)
+        return rc;
+    for (size_t i = 0; i < r->n_fields; i++) {
+        const rk_mapped_field *f = &r->fields[i];
+        st = stmt(s, Q_ADD_FIELD);
+        if (!st)
+            return RK_E_DB;
+        sqlite3_bind_int64(st, 1, job_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
+        bind_text(st, 3, f->name);
+        bind_text(st, 4, f->value);
+        bind_text(st, 5, f->source);
+        bind_text(st, 6, f->xpath);
+        bind_text(st, 7, f->node);
+        if ((rc = step_done(s, st)) != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < r->n_anomalies; i++) {
+        const rk_anomaly *a = &r->anomalies[i];
+        rc = rk_store_add_anomaly(s, job_id, a->code, a->field, a->severity, a->message);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+int rk_store_load_result(rk_store *s, int64_t job_id, rk_result *r)
+{
+    sqlite3_stmt *st = stmt(s, Q_LOAD_FIELDS);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        rk_mapped_field *nf = realloc(r->fields, (r->n_fields + 1) * sizeof *nf);
+        if (!nf) {
+            sqlite3_reset(st);
+            return -ENOMEM;
+        }
+        r->fields = nf;
+        rk_mapped_field *f = &r->fields[r->n_fields++];
+        f->name = col_dup(st, 0);
+        f->value = col_dup(st, 1);
+        f->source = col_dup(st, 2);
+        f->xpath = col_dup(st, 3);
+        f->node = col_dup(st, 4);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return RK_E_DB;
+    st = stmt(s, Q_LOAD_ANOM);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *sev = (const char *)sqlite3_column_text(st, 2);
+        rk_result_add_anomaly(r, (const char *)sqlite3_column_text(st, 0),
+                              (const char *)sqlite3_column_text(st, 1),
+                              sev && strcmp(sev, "block") == 0 ? RK_SEV_BLOCK : RK_SEV_WARN,
+                              "%s", (const char *)sqlite3_column_text(st, 3));
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : RK_E_DB;
+}
+
+int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days,
+                       int64_t now_ms, int64_t *other)
+{
+    *other = 0;
+    sqlite3_stmt *st = stmt(s, Q_DUP_FIND);
+    if (!st)
+        return RK_E_DB;
+    bind_text(st, 1, key);
+    sqlite3_bind_int64(st, 2, now_ms - (int64_t)(days * 86400000.0));
+    sqlite3_bind_int64(st, 3, job_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *other = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return RK_E_DB;
+    st = stmt(s, Q_DUP_ADD);
+    if (!st)
+        return RK_E_DB;
+    bind_text(st, 1, key);
+    sqlite3_bind_int64(st, 2, job_id);
+    sqlite3_bind_int64(st, 3, now_ms);
+    return step_done(s, st);
+}
+
+int rk_store_set_delivery(rk_store *s, int64_t job_id, int attempts, int64_t next_attempt_ms,
+                          const char *last_error, const char *target_id)
+{
+    sqlite3_stmt *st = stmt(s, Q_SET_DELIVERY);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int(st, 1, attempts);
+    if (next_attempt_ms > 0)
+        sqlite3_bind_int64(st, 2, next_attempt_ms);
+    else
+        sqlite3_bind_null(st, 2);
+    bind_text(st, 3, last_error);
+    bind_text(st, 4, target_id && *target_id ? target_id : NULL);
+    sqlite3_bind_int64(st, 5, job_id);
+    return step_done(s, st);
+}
+
+int rk_store_pending(rk_store *s, const char *const *states, size_t limit,
+                     int (*cb)(const rk_pending *p, void *arg), void *arg)
+{
+    rk_buf sql;
+    rk_buf_init(&sql, 4096);
+    rk_buf_appendf(&sql, "SELECT j.id, j.state, COALESCE(j.job,''), j.attempts,"
+                         " COALESCE(j.next_attempt_at,0), s.uid FROM jobs j"
+                         " JOIN submissions s ON s.id = j.submission_id WHERE j.state IN (");
+    size_t n = 0;
+    for (; states[n]; n++)
+        rk_buf_appendf(&sql, "%s?", n ? "," : "");
+    rk_buf_appendf(&sql, ") ORDER BY j.id");
+    if (limit)
+        rk_buf_appendf(&sql, " LIMIT %zu", limit);
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
+    rk_buf_free(&sql);
+    if (rc != SQLITE_OK)
+        return RK_E_DB;
+    for (size_t i = 0; i < n; i++)
+        bind_text(st, (int)i + 1, states[i]);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        rk_pending p;
+        memset(&p, 0, sizeof p);
+        p.job_id = sqlite3_column_int64(st, 0);
+        snprintf(p.state, sizeof p.state, "%s", (const char *)sqlite3_column_text(st, 1));
+        snprintf(p.job, sizeof p.job, "%s", (const char *)sqlite3_column_text(st, 2));
+        p.attempts = sqlite3_column_int(st, 3);
+        p.next_attempt_ms = sqlite3_column_int64(st, 4);
+        snprintf(p.uid, sizeof p.uid, "%s", (const char *)sqlite3_column_text(st, 5));
+        if (cb(&p, arg)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : RK_E_DB;
+}
+
+/* ---- read side --------------------------------------------------------- */
+
+static json_t *col_json(sqlite3_stmt *st, int i)
+{
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_NULL: return json_null();
+    case SQLITE_INTEGER: return json_integer(sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT: return json_real(sqlite3_column_double(st, i));
+    default: return json_string((const char *)sqlite3_column_text(st, i));
+    }
+}
+
+/* Runs sql with one optional int64 parameter and returns the rows as an
+ * array of objects keyed by column name. */
+static json_t *rows_json(rk_store *s, const char *sql, int64_t param, int has_param)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    if (has_param)
+        sqlite3_bind_int64(st, 1, param);
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            json_object_set_new(o, sqlite3_column_name(st, i), col_json(st, i));
+        json_array_append_new(arr, o);
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+json_t *rk_store_status_json(rk_store *s)
+{
+    json_t *by_state = json_object();
+    for (size_t i = 0; rk_states[i]; i++)
+        json_object_set_new(by_state, rk_states[i], json_integer(0));
+    json_t *by_job = json_object();
+    json_int_t total = 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT COALESCE(job,''), state, count(*) FROM jobs"
+                           " GROUP BY job, state ORDER BY job, state",
+                           -1, &st, NULL) != SQLITE_OK) {
+        json_decref(by_state);
+        json_decref(by_job);
+        return NULL;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *job = (const char *)sqlite3_column_text(st, 0);
+        const char *state = (const char *)sqlite3_column_text(st, 1);
+        json_int_t n = sqlite3_column_int64(st, 2);
+        total += n;
+        json_t *cur = json_object_get(by_state, state);
+        json_object_set_new(by_state, state,
+                            json_integer((cur ? json_integer_value(cur) : 0) + n));
+        const char *jk = *job ? job : "(ohne Verfahren)";
+        json_t *j = json_object_get(by_job, jk);
+        if (!j) {
+            j = json_object();
+            json_object_set_new(by_job, jk, j);
+        }
+        json_object_set_new(j, state, json_integer(n));
+    }
+    sqlite3_finalize(st);
+    json_t *o = json_object();
+    json_object_set_new(o, "by_state", by_state);
+    json_object_set_new(o, "by_job", by_job);
+    json_object_set_new(o, "total", json_integer(total));
+    return o;
+}
+
+json_t *rk_store_list_json(rk_store *s, const char *state, const char *job, size_t limit)
+{
+    sqlite3_stmt *st;
+    const char *sql =
+        "SELECT j.id, j.job, j.state, s.received_at, j.updated_at, j.attempts,"
+        " (SELECT count(*) FROM anomalies a WHERE a.job_id = j.id) AS anomalies,"
+        " (SELECT group_concat(code, ',') FROM anomalies a WHERE a.job_id = j.id) AS codes"
+        " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+        " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.job = ?2)"
+        " ORDER BY j.id DESC LIMIT ?3";
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    bind_text(st, 1, state);
+    bind_text(st, 2, job);
+    sqlite3_bind_int64(st, 3, limit ? (sqlite3_int64)limit : -1);
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            json_object_set_new(o, sqlite3_column_name(st, i), col_json(st, i));
+        json_array_append_new(arr, o);
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+json_t *rk_store_show_json(rk_store *s, int64_t job_id)
+{
+    json_t *head = rows_json(
+        s,
+        "SELECT j.id, j.job, j.job_version, j.state, j.attempts, j.next_attempt_at,"
+        " j.created_at, j.updated_at, j.target_id, j.last_error,"
+        " s.id AS submission_id, s.uid, s.source, s.source_ref, s.received_at, s.sha256,"
+        " s.size, s.root_ns, s.root_name, s.payload IS NOT NULL AS payload_stored"
+        " FROM jobs j JOIN submissions s ON s.id = j.submission_id WHERE j.id = ?",
+        job_id, 1);
+    if (!head || json_array_size(head) == 0) {
+        json_decref(head);
+        return NULL;
+    }
+    json_t *o = json_incref(json_array_get(head, 0));
+    json_decref(head);
+    json_object_set_new(o, "events",
+                        rows_json(s,
+                                  "SELECT at, actor, from_state, to_state, reason"
+                                  " FROM events WHERE job_id = ? ORDER BY id",
+                                  job_id, 1));
+    json_object_set_new(o, "anomalies",
+                        rows_json(s,
+                                  "SELECT code, field, severity, message, created_at"
+                                  " FROM anomalies WHERE job_id = ? ORDER BY id",
+                                  job_id, 1));
+    json_object_set_new(o, "fields",
+                        rows_json(s,
+                                  "SELECT name, value, source, xpath, node"
+                                  " FROM fields WHERE job_id = ? ORDER BY ord",
+                                  job_id, 1));
+    return o;
+}

@@ -1,0 +1,132 @@
+/*
+ * store.h — the SQLite store: queue, review store and audit log in one
+ * WAL-mode database.  All SQL of rekey lives behind this interface, so a
+ * second backend (PostgreSQL, for several instances) stays possible.
+ *
+ * One rk_store is one connection, used by one thread at a time (the loop
+ * thread in rekeyd).  Writes outside an explicit rk_store_begin/commit
+ * pair are committed at once; the engine wraps batches of transitions in
+ * one transaction (group commit).
+ *
+ * Ownership: strings returned through out-parameters and json_t objects
+ * are the caller's (free() / json_decref()).
+ */
+#ifndef RK_STORE_H
+#define RK_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "record.h"
+
+/* The states of a job (one submission in one job). */
+#define RK_ST_RECEIVED "received"
+#define RK_ST_VALIDATED "validated"
+#define RK_ST_MAPPED "mapped"
+#define RK_ST_READY "ready"
+#define RK_ST_DELIVERING "delivering"
+#define RK_ST_DELIVERED "delivered"
+#define RK_ST_REVIEW "review"
+#define RK_ST_RETRY_WAIT "retry_wait"
+#define RK_ST_FAILED "failed"
+#define RK_ST_REJECTED "rejected"
+extern const char *const rk_states[]; /* all ten, NULL-terminated */
+int rk_state_valid(const char *s);
+const char *rk_state_german(const char *s); /* glossary word, or s */
+
+typedef struct rk_store rk_store;
+
+#define RK_STORE_READONLY 0x1 /* rekeyctl's read commands */
+#define RK_STORE_SYNC_NORMAL 0x2 /* synchronous=NORMAL instead of FULL */
+
+/* Opens (creating unless read-only) and migrates the database to the
+ * current schema version.  Files are created 0600. */
+int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t errlen);
+void rk_store_close(rk_store *s);
+const char *rk_store_errmsg(rk_store *s);
+
+int rk_store_begin(rk_store *s);
+int rk_store_commit(rk_store *s);
+int rk_store_rollback(rk_store *s);
+
+/* A new submission as taken from a source. */
+typedef struct rk_submission_in {
+    const char *uid;        /* random hex, stable id for idempotency keys */
+    const char *source;     /* e.g. "dir:/var/spool/rekey/inbox" */
+    const char *source_ref; /* the source's name for it (file name) */
+    const char *sha256;     /* of the uncompressed document */
+    size_t size;            /* uncompressed size */
+    const void *zpayload;   /* zlib-compressed document */
+    size_t zlen;
+    int64_t received_ms;
+} rk_submission_in;
+
+/* Stores a submission with its first job row (state received, no job
+ * name yet) and the "received" event.  *job_id gets the job row id. */
+int rk_store_add_submission(rk_store *s, const rk_submission_in *in,
+                            const char *actor, int64_t *job_id);
+/* The job row of a submission with this source and source_ref, if any
+ * (used to recover claimed files after a crash). */
+int rk_store_find_source_ref(rk_store *s, const char *source, const char *source_ref,
+                             int64_t *job_id);
+
+/* Loads and inflates the payload of the job's submission (max bytes);
+ * *uid gets the submission uid (caller frees). */
+int rk_store_load_payload(rk_store *s, int64_t job_id, size_t max,
+                          char **data, size_t *len, char **uid);
+
+/* Records which job took the submission. */
+int rk_store_set_match(rk_store *s, int64_t job_id, const char *job, long version,
+                       const char *root_ns, const char *root_name);
+
+/* Moves a job to state `to`, appending an event.  When from is not NULL
+ * the job must be in that state, else RK_E_STATE. */
+int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const char *to,
+                        const char *actor, const char *reason);
+
+/* Replaces the mapped fields and anomalies of a job with those of r. */
+int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r);
+/* Appends one anomaly. */
+int rk_store_add_anomaly(rk_store *s, int64_t job_id, const char *code,
+                         const char *field, rk_severity sev, const char *message);
+/* Loads the mapped fields (name, value) and anomalies into r. */
+int rk_store_load_result(rk_store *s, int64_t job_id, rk_result *r);
+
+/* Records a duplicate key for the job and reports in *other the newest
+ * other job (not rejected) with the same key within `days`, or 0. */
+int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days,
+                       int64_t now_ms, int64_t *other);
+
+/* Delivery bookkeeping. */
+int rk_store_set_delivery(rk_store *s, int64_t job_id, int attempts,
+                          int64_t next_attempt_ms, const char *last_error,
+                          const char *target_id);
+
+/* A job the engine must pick up (at start, or when due). */
+typedef struct rk_pending {
+    int64_t job_id;
+    char state[16];
+    char job[64];   /* "" when not matched yet */
+    int attempts;
+    int64_t next_attempt_ms;
+    char uid[40];
+} rk_pending;
+/* Calls cb for each job in one of the given states (NULL-terminated),
+ * oldest first, at most limit (0 = all).  Stops early when cb returns
+ * non-zero. */
+int rk_store_pending(rk_store *s, const char *const *states, size_t limit,
+                     int (*cb)(const rk_pending *p, void *arg), void *arg);
+
+/* Read side, for rekeyctl and the operator API. */
+/* {"by_state": {state: n, ... all states}, "by_job": {job: {state: n}},
+ *  "total": n} */
+json_t *rk_store_status_json(rk_store *s);
+/* [{"id", "job", "state", "received_at", "updated_at", "attempts",
+ *   "anomalies": n, "codes": "A,B" or null}], newest first; state/job
+ *   may be NULL. */
+json_t *rk_store_list_json(rk_store *s, const char *state, const char *job, size_t limit);
+/* One job with its submission, events, anomalies and fields; NULL when
+ * there is no such job. */
+json_t *rk_store_show_json(rk_store *s, int64_t job_id);
+
+#endif /* RK_STORE_H */

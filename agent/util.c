@@ -1,0 +1,339 @@
+/*
+ * util.c — see util.h.
+ */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <zlib.h>
+
+const char *rk_strerror(int err)
+{
+    switch (err) {
+    case RK_OK: return "success";
+    case RK_E_LIMIT: return "a configured limit was exceeded";
+    case RK_E_FORMAT: return "malformed input";
+    case RK_E_CONFIG: return "configuration error";
+    case RK_E_DB: return "database error";
+    case RK_E_NOTFOUND: return "not found";
+    case RK_E_PLUGIN: return "connector plugin error";
+    case RK_E_STATE: return "not allowed in this state";
+    default: break;
+    }
+    if (err < 0 && err > -4096)
+        return strerror(-err);
+    return "unknown error";
+}
+
+/* ---- logging ---------------------------------------------------------- */
+
+static int log_level = RK_LOG_LVL_INFO;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void rk_log_set_level(int level) { log_level = level; }
+
+int rk_log_level_parse(const char *s)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++)
+        if (s && strcasecmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void rk_log(int level, const char *component, const char *fmt, ...)
+{
+    static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+    if (level > log_level)
+        return;
+    char ts[32], line[2048];
+    rk_time_iso(rk_now_ms(), ts, sizeof ts);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(line, sizeof line, "%s %s %s: ", ts,
+                     names[level < 0 ? 0 : level > 3 ? 3 : level], component);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n < sizeof line)
+        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&log_lock);
+    fprintf(stderr, "%s\n", line);
+    pthread_mutex_unlock(&log_lock);
+}
+
+/* ---- bounded buffers --------------------------------------------------- */
+
+void rk_buf_init(rk_buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->max = max;
+}
+
+static int buf_reserve(rk_buf *b, size_t extra)
+{
+    if (extra > b->max || b->len > b->max - extra)
+        return RK_E_LIMIT;
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    char *p = realloc(b->data, cap);
+    if (!p)
+        return -ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int rk_buf_append(rk_buf *b, const void *p, size_t n)
+{
+    int rc = buf_reserve(b, n);
+    if (rc)
+        return rc;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int rk_buf_appendf(rk_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return RK_E_FORMAT;
+    int rc = buf_reserve(b, (size_t)n);
+    if (rc)
+        return rc;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+void rk_buf_free(rk_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+char *rk_buf_take(rk_buf *b)
+{
+    char *p = b->data;
+    if (!p)
+        p = calloc(1, 1);
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return p;
+}
+
+/* ---- time, hashing, randomness ---------------------------------------- */
+
+int64_t rk_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void rk_time_iso(int64_t ms, char *out, size_t outlen)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[24];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
+void rk_sha256_hex(const void *data, size_t len, char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < mdlen; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    out[2 * mdlen] = '\0';
+}
+
+int rk_random_hex(size_t n, char *out)
+{
+    unsigned char buf[64];
+    if (n > sizeof buf)
+        return RK_E_LIMIT;
+    if (getrandom(buf, n, 0) != (ssize_t)n)
+        return -errno;
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", buf[i]);
+    out[2 * n] = '\0';
+    return 0;
+}
+
+/* ---- zlib -------------------------------------------------------------- */
+
+int rk_deflate(const void *src, size_t len, void **out, size_t *outlen)
+{
+    uLongf bound = compressBound((uLong)len);
+    void *p = malloc(bound ? bound : 1);
+    if (!p)
+        return -ENOMEM;
+    if (compress2(p, &bound, src, (uLong)len, Z_DEFAULT_COMPRESSION) != Z_OK) {
+        free(p);
+        return RK_E_FORMAT;
+    }
+    *out = p;
+    *outlen = bound;
+    return 0;
+}
+
+/* Streams through inflate so that a bomb is stopped at the cap instead of
+ * being allocated first. */
+int rk_inflate(const void *src, size_t len, int gzip, size_t max_out,
+               unsigned max_ratio, char **out, size_t *outlen)
+{
+    size_t limit = max_out;
+    if (max_ratio && len <= SIZE_MAX / max_ratio && len * max_ratio < limit)
+        limit = len * max_ratio;
+    if (limit < 64)
+        limit = 64; /* a tiny input may still hold a short document */
+    if (limit > max_out)
+        limit = max_out;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, gzip ? 16 + MAX_WBITS : MAX_WBITS) != Z_OK)
+        return -ENOMEM;
+    rk_buf b;
+    rk_buf_init(&b, limit);
+    zs.next_in = (Bytef *)src;
+    zs.avail_in = (uInt)len;
+    unsigned char chunk[16384];
+    int zrc;
+    int rc = 0;
+    do {
+        zs.next_out = chunk;
+        zs.avail_out = sizeof chunk;
+        zrc = inflate(&zs, Z_NO_FLUSH);
+        if (zrc != Z_OK && zrc != Z_STREAM_END) {
+            rc = RK_E_FORMAT;
+            break;
+        }
+        size_t got = sizeof chunk - zs.avail_out;
+        if ((rc = rk_buf_append(&b, chunk, got)) != 0)
+            break;
+        if (zrc == Z_OK && got == 0 && zs.avail_in == 0) {
+            rc = RK_E_FORMAT; /* truncated: input ended before the stream */
+            break;
+        }
+    } while (zrc != Z_STREAM_END);
+    inflateEnd(&zs);
+    if (rc) {
+        rk_buf_free(&b);
+        return rc;
+    }
+    *outlen = b.len;
+    *out = rk_buf_take(&b);
+    return 0;
+}
+
+/* ---- parsing, files, strings ------------------------------------------ */
+
+int rk_parse_int64(const char *s, int64_t *out)
+{
+    if (!s || !*s)
+        return RK_E_FORMAT;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end != '\0')
+        return RK_E_FORMAT;
+    *out = v;
+    return 0;
+}
+
+int rk_parse_bool(const char *s)
+{
+    static const char *yes[] = {"true", "yes", "on", "1"};
+    static const char *no[] = {"false", "no", "off", "0"};
+    if (!s)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(s, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+int rk_read_file(const char *path, size_t max, char **out, size_t *outlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    if ((uint64_t)st.st_size > max) {
+        close(fd);
+        return RK_E_LIMIT;
+    }
+    rk_buf b;
+    rk_buf_init(&b, max);
+    char chunk[65536];
+    int rc = 0;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if ((rc = rk_buf_append(&b, chunk, (size_t)n)) != 0)
+            break;
+    }
+    close(fd);
+    if (rc) {
+        rk_buf_free(&b);
+        return rc;
+    }
+    *outlen = b.len;
+    *out = rk_buf_take(&b);
+    return 0;
+}
+
+char *rk_strndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
