@@ -65,6 +65,9 @@ tests/unit/test_%: tests/unit/test_%.c $(AGENT_LIB) $(wildcard tests/unit/*.h)
 	$(CC) $(CFLAGS) -Iagent $(shell pkg-config --cflags cmocka) -o $@ $< $(AGENT_LIB) \
 	  $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
+# the CLI's formatting test includes rekeyctl.c itself
+tests/unit/test_cli_format: agent/rekeyctl.c
+
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@sh scripts/demo.sh
@@ -105,3 +108,54 @@ $(PG_UNIT_BIN): tests/unit/pgtest_connector.c $(AGENT_LIB) $(wildcard tests/unit
 clean: clean-test-plugins
 clean-test-plugins:
 	rm -f $(TEST_PLUGINS) $(PG_UNIT_BIN)
+
+# fuzz harnesses
+# tests/fuzz/fuzz_NAME.c are libFuzzer harnesses for the code that sees
+# outside input.  `make all` builds each one with a plain main
+# (-DRK_FUZZ_REPLAY_MAIN) as build/fuzz/replay_NAME, linked against
+# librekey.a with the programs' flags (so `make SAN=1` sanitizes them too);
+# tests/system/test_fuzz_replay.py replays tests/fuzz/corpus/NAME and
+# tests/data through them.  `make fuzz` builds the real fuzzers with clang
+# into build/fuzz/fuzz_NAME and runs each for FUZZ_SECONDS on a copy of its
+# corpus (build/fuzz/corpus-NAME), so new inputs never touch the tree.
+# See tests/fuzz/README.md.
+FUZZ_NAMES    := xmldoc gunzip
+FUZZ_REPLAYS  := $(addprefix build/fuzz/replay_,$(FUZZ_NAMES))
+FUZZ_SECONDS  ?= 60
+FUZZ_CC       ?= clang
+FUZZ_CFLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                 -std=c11 -D_GNU_SOURCE -Iagent -Iconnectors \
+                 $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# Agent sources and libraries each libFuzzer binary needs (the harness
+# authors' notes); the replay binaries take librekey.a instead.
+FUZZ_SRCS_xmldoc := agent/xmldoc.c agent/record.c agent/job.c agent/util.c
+FUZZ_LIBS_xmldoc := $(shell pkg-config --libs libxml-2.0 libcrypto zlib 2>/dev/null) -lpthread
+FUZZ_SRCS_gunzip := agent/util.c
+FUZZ_LIBS_gunzip := $(shell pkg-config --libs zlib libcrypto 2>/dev/null)
+
+.PHONY: fuzz fuzz-build
+all: $(FUZZ_REPLAYS)
+
+build/fuzz/replay_%: tests/fuzz/fuzz_%.c $(AGENT_LIB) $(wildcard agent/*.h)
+	@mkdir -p build/fuzz
+	$(CC) $(CFLAGS) -DRK_FUZZ_REPLAY_MAIN -Iagent -o $@ $< $(AGENT_LIB) $(LDFLAGS) $(LDLIBS)
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard agent/*.c) $(wildcard agent/*.h)
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { \
+	  echo "make fuzz: '$(FUZZ_CC)' not found; install clang (apt-get install clang) or set FUZZ_CC" >&2; \
+	  exit 1; }
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRCS_$*) $(FUZZ_LIBS_$*)
+
+fuzz-build: $(addprefix build/fuzz/fuzz_,$(FUZZ_NAMES))
+
+fuzz: fuzz-build
+	@set -e; for n in $(FUZZ_NAMES); do \
+	  rm -rf build/fuzz/corpus-$$n && mkdir -p build/fuzz/corpus-$$n build/fuzz/crashes-$$n; \
+	  cp tests/fuzz/corpus/$$n/* build/fuzz/corpus-$$n/; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS) s (corpus build/fuzz/corpus-$$n)"; \
+	  build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	    -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/crashes-$$n/ build/fuzz/corpus-$$n \
+	    || { echo "fuzz: $$n found a problem; the input is in build/fuzz/crashes-$$n/" >&2; exit 1; }; \
+	done

@@ -612,6 +612,8 @@ static int seen_cmp(const void *a, const void *b)
 
 static seen_file *seen_find(seen_file *tab, size_t n, const char *name)
 {
+    if (n == 0)
+        return NULL; /* bsearch wants a non-NULL base even for n == 0 */
     seen_file key = {.name = (char *)name};
     return bsearch(&key, tab, n, sizeof *tab, seen_cmp);
 }

@@ -47,10 +47,19 @@ static xmlParserInputPtr safe_loader(const char *url, const char *id,
     return default_loader(url, id, ctxt);
 }
 
+/* libxml2 prints stray warnings to stderr unless told otherwise; every
+ * error that matters is collected through a structured handler. */
+static void quiet(void *ctx, const char *msg, ...)
+{
+    (void)ctx;
+    (void)msg;
+}
+
 static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
 static void xml_init_once(void)
 {
     xmlInitParser();
+    xmlSetGenericErrorFunc(NULL, quiet);
     default_loader = xmlGetExternalEntityLoader();
     xmlSetExternalEntityLoader(safe_loader);
 }

@@ -184,6 +184,49 @@ static char *take_xml_string(xmlChar *s)
     return p;
 }
 
+/* The path of a node by local names, "/Antrag/Antragsteller/F60000000227",
+ * with a position only where same-named siblings make one necessary.
+ * xmlGetNodePath writes a bare star step
+ * which tells a clerk nothing.  Returns a new string (caller frees). */
+static char *node_path(xmlNodePtr n)
+{
+    char *parts[64];
+    size_t np = 0;
+    for (xmlNodePtr cur = n; cur && cur->type != XML_DOCUMENT_NODE && np < 64;
+         cur = cur->parent) {
+        char buf[300];
+        if (cur->type == XML_ATTRIBUTE_NODE) {
+            snprintf(buf, sizeof buf, "@%s", (const char *)cur->name);
+        } else if (cur->type == XML_ELEMENT_NODE) {
+            int pos = 0, total = 0;
+            for (xmlNodePtr sib = cur->parent ? cur->parent->children : NULL; sib;
+                 sib = sib->next) {
+                if (sib->type != XML_ELEMENT_NODE || !xmlStrEqual(sib->name, cur->name))
+                    continue;
+                total++;
+                if (sib == cur)
+                    pos = total;
+            }
+            if (total > 1)
+                snprintf(buf, sizeof buf, "%s[%d]", (const char *)cur->name, pos);
+            else
+                snprintf(buf, sizeof buf, "%s", (const char *)cur->name);
+        } else if (cur->type == XML_TEXT_NODE || cur->type == XML_CDATA_SECTION_NODE) {
+            snprintf(buf, sizeof buf, "text()");
+        } else {
+            continue;
+        }
+        parts[np++] = strdup(buf);
+    }
+    rk_buf b;
+    rk_buf_init(&b, 1u << 16);
+    for (size_t i = np; i-- > 0;) {
+        rk_buf_appendf(&b, "/%s", parts[i] ? parts[i] : "?");
+        free(parts[i]);
+    }
+    return rk_buf_take(&b);
+}
+
 /*
  * Evaluates one expression (compiled if the job compiled it, else from
  * its text) against the root element.  On success returns 0 and sets
@@ -216,7 +259,7 @@ static int xp_eval(xp_env *env, void *compiled, const char *xpath, char **value,
             if (!*value)
                 *value = xstrdup("");
             if (node && first->type != XML_NAMESPACE_DECL)
-                *node = take_xml_string(xmlGetNodePath(first));
+                *node = node_path(first);
         }
     } else {
         *value = take_xml_string(xmlXPathCastToString(obj));

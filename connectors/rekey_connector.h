@@ -85,7 +85,8 @@ typedef struct rk_kv {
 
 /* What open() receives.  settings holds every declared setting in the
  * order of the connector's table, with defaults filled in; values have
- * been checked against their declared types. */
+ * been checked and normalised (booleans as true/false, integers as plain
+ * decimals). */
 typedef struct rk_connector_open_args {
     uint32_t struct_size;
     uint32_t abi_version;   /* the host's RK_CONNECTOR_ABI_VERSION */

@@ -698,6 +698,44 @@ static void test_done_archives(void **state)
     finish(f, in, NULL);
 }
 
+/* An archive on another file system (EXDEV): copied, then the claimed
+ * file removed; still no overwrite.  Skipped without a separate tmpfs. */
+static void test_done_across_filesystems(void **state)
+{
+    fx *f = *state;
+    char other[64] = "/dev/shm/rk-archive-XXXXXX";
+    struct stat s1, s2;
+    if (stat("/dev/shm", &s2) != 0 || stat(f->dir, &s1) != 0 || s1.st_dev == s2.st_dev ||
+        !mkdtemp(other)) {
+        assert_int_equal(uv_loop_close(&f->loop), 0);
+        skip();
+    }
+    rk_inbox_config c = cfg_of(f, 0);
+    c.archive_dir = other;
+    rk_inbox *in = NULL;
+    assert_int_equal(rk_inbox_start(&f->loop, &c, on_claim, f, &in, NULL, 0), 0);
+    drop(f->inbox, "a.xml", "one", 3);
+    rk_inbox_scan(in);
+    drop(f->inbox, "a.xml", "two", 3);
+    rk_inbox_scan(in);
+    assert_int_equal(f->n, 2);
+    assert_int_equal(rk_inbox_done(in, f->c[0].path, "a.xml"), 0);
+    assert_int_equal(rk_inbox_done(in, f->c[1].path, "a.xml"), 0);
+    assert_false(exists(f->c[0].path));
+    assert_false(exists(f->c[1].path));
+    char p[PATH_MAX];
+    path_in(p, sizeof p, other, "a.xml");
+    assert_string_equal(slurp(p), "one");
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    path_in(p, sizeof p, other, "a.xml.1");
+    assert_string_equal(slurp(p), "two");
+    assert_int_equal(count_entries(other), 2); /* no temp file left */
+    finish(f, in, NULL);
+    nftw(other, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* fail(): error/NAME plus NAME.reason (0600, text + newline), no temp
  * file left behind; an existing NAME.reason is never overwritten. */
 static void test_fail_writes_reason(void **state)
@@ -849,6 +887,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_non_xml_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_archives, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_done_across_filesystems, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_writes_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftovers_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_inside_callback, setup, teardown),

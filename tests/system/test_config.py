@@ -1,0 +1,89 @@
+"""Bad settings and bad job files: clear errors naming file and line, and
+a broken job never takes the others down."""
+import os
+import shutil
+import subprocess
+
+from conftest import REKEYD, ROOT, Rig
+
+
+def test_unknown_setting_names_line(rig):
+    rig.write_config("[inbox]\nsettle_msec = 5\n")
+    p = subprocess.run([REKEYD, "--config", rig.config, "--once"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2
+    lines = open(rig.config).read().splitlines()
+    line = lines.index("settle_msec = 5") + 1
+    assert f"rekeyd.ini:{line}: unknown setting 'settle_msec' in section [inbox]" in p.stderr
+
+
+def test_bad_number_is_refused(rig):
+    rig.write_config("[delivery]\nmax_attempts = lots\n")
+    p = subprocess.run([REKEYD, "--config", rig.config, "--once"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2
+    assert "max_attempts must be a whole number" in p.stderr
+
+
+def test_missing_config_file(tmp_path):
+    p = subprocess.run([REKEYD, "--config", str(tmp_path / "nope.ini")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert "nope.ini" in p.stderr and "No such file" in p.stderr
+
+
+def copy_jobs(tmp_path):
+    """jobs/ and schemas/ side by side, as job files refer to ../schemas."""
+    jobs = tmp_path / "jobs"
+    shutil.copytree(os.path.join(ROOT, "jobs"), jobs)
+    shutil.copytree(os.path.join(ROOT, "schemas"), tmp_path / "schemas")
+    return jobs
+
+
+def test_broken_job_file_is_reported_and_others_run(tmp_path):
+    jobs = copy_jobs(tmp_path)
+    broken = jobs / "zz-broken.xml"
+    broken.write_text('<job xmlns="urn:rekey:job:1" name="kaputt" version="1">\n'
+                      '  <match root="x"/>\n'
+                      '  <schemaa href="nope.xsd"/>\n'
+                      '</job>\n')
+    rig = Rig(tmp_path / "run", jobs=str(jobs))
+    rig.drop("samples/besucherparkausweis-01-tag.xml")
+    p = rig.run_once()
+    assert "zz-broken.xml:3:" in p.stderr
+    assert rig.q("SELECT job, state FROM jobs") == [("besucherparkausweis", "delivered")]
+
+
+def test_undefined_var_in_job_names_it(tmp_path):
+    rig = Rig(tmp_path)
+    with open(rig.config) as f:
+        cfg = f.read().replace("target_db = ", "other = ")
+    with open(rig.config, "w") as f:
+        f.write(cfg)
+    p = subprocess.run([REKEYD, "--config", rig.config, "--check"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1
+    assert "${target_db} is not defined" in p.stderr
+
+
+def test_bad_xpath_in_job_names_line(tmp_path):
+    jobs = copy_jobs(tmp_path)
+    src = (jobs / "besucherparkausweis.xml").read_text()
+    lines = src.splitlines()
+    i = next(k for k, l in enumerate(lines) if "<field " in l)
+    lines[i] = lines[i].replace('from="', 'from="nope:x/')
+    (jobs / "besucherparkausweis.xml").write_text("\n".join(lines) + "\n")
+    rig = Rig(tmp_path / "run", jobs=str(jobs))
+    p = subprocess.run([REKEYD, "--config", rig.config, "--check"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1
+    assert f"besucherparkausweis.xml:{i + 1}:" in p.stderr
+    assert "namespace prefix" in p.stderr
+
+
+def test_check_lists_jobs(rig):
+    p = subprocess.run([REKEYD, "--config", rig.config, "--check"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    for job in ("fischereischein", "besucherparkausweis", "gewerbeanmeldung"):
+        assert f"job {job}" in p.stdout

@@ -1,0 +1,788 @@
+/*
+ * test_map.c — the field map: XPath with provenance, every transform on
+ * both sides of its boundary, rk_date_parse, concurrent use of one job,
+ * and one job file loaded through rk_job_load.
+ *
+ * Jobs are built by hand (job_* helpers below) the way job.c fills them:
+ * XPaths compiled with xmlXPathCompile, replace patterns with
+ * regcomp(REG_EXTENDED).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libxml/parser.h>
+#include <libxml/xpath.h>
+
+#include "job.h"
+#include "map.h"
+#include "record.h"
+#include "util.h"
+#include "xmldoc.h"
+
+#define NS_A "urn:example:antrag:1"
+
+/* ---- hand-built jobs ----------------------------------------------------- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static rk_job *job_new(void)
+{
+    rk_job *j = calloc(1, sizeof *j);
+    assert_non_null(j);
+    j->refs = 1;
+    j->name = strdup("testjob");
+    j->n_ns = 1;
+    j->ns_prefixes = calloc(1, sizeof(char *));
+    j->ns_uris = calloc(1, sizeof(char *));
+    j->ns_prefixes[0] = strdup("a");
+    j->ns_uris[0] = strdup(NS_A);
+    return j;
+}
+
+/* Adds a field; returns its index (pointers move when fields grow). */
+static size_t job_field(rk_job *j, const char *name, const char *xpath)
+{
+    j->fields = realloc(j->fields, (j->n_fields + 1) * sizeof *j->fields);
+    assert_non_null(j->fields);
+    rk_field_def *f = &j->fields[j->n_fields];
+    memset(f, 0, sizeof *f);
+    f->name = strdup(name);
+    f->xpath = strdup(xpath);
+    f->compiled = xmlXPathCompile((const xmlChar *)xpath);
+    assert_non_null(f->compiled);
+    return j->n_fields++;
+}
+
+static void tx_init(rk_transform *t, rk_transform_kind kind, const char *a, const char *b,
+                    long n)
+{
+    memset(t, 0, sizeof *t);
+    t->kind = kind;
+    t->a = dup_or_null(a);
+    t->b = dup_or_null(b);
+    t->n = n;
+    if (kind == RK_TX_CONCAT) {
+        t->compiled = xmlXPathCompile((const xmlChar *)a);
+        assert_non_null(t->compiled);
+    } else if (kind == RK_TX_REPLACE) {
+        regex_t *re = malloc(sizeof *re);
+        assert_non_null(re);
+        assert_int_equal(regcomp(re, a, REG_EXTENDED), 0);
+        t->compiled = re;
+    }
+}
+
+static void tx_free(rk_transform *t)
+{
+    if (t->kind == RK_TX_CONCAT)
+        xmlXPathFreeCompExpr(t->compiled);
+    else if (t->kind == RK_TX_REPLACE && t->compiled) {
+        regfree(t->compiled);
+        free(t->compiled);
+    }
+    free(t->a);
+    free(t->b);
+}
+
+static void job_tx(rk_job *j, size_t field, rk_transform_kind kind, const char *a,
+                   const char *b, long n)
+{
+    rk_field_def *f = &j->fields[field];
+    f->tx = realloc(f->tx, (f->n_tx + 1) * sizeof *f->tx);
+    assert_non_null(f->tx);
+    tx_init(&f->tx[f->n_tx++], kind, a, b, n);
+}
+
+/* A table from "k1", "v1", "k2", "v2", ..., NULL. */
+static void job_table(rk_job *j, const char *name, ...)
+{
+    j->tables = realloc(j->tables, (j->n_tables + 1) * sizeof *j->tables);
+    rk_table *t = &j->tables[j->n_tables++];
+    memset(t, 0, sizeof *t);
+    t->name = strdup(name);
+    va_list ap;
+    va_start(ap, name);
+    const char *k;
+    while ((k = va_arg(ap, const char *)) != NULL) {
+        const char *v = va_arg(ap, const char *);
+        t->keys = realloc(t->keys, (t->n + 1) * sizeof *t->keys);
+        t->values = realloc(t->values, (t->n + 1) * sizeof *t->values);
+        t->keys[t->n] = strdup(k);
+        t->values[t->n] = strdup(v);
+        t->n++;
+    }
+    va_end(ap);
+}
+
+/* The Geschlecht code list: columns code, name, kurz. */
+static void job_codelist_geschlecht(rk_job *j)
+{
+    static const char *cells[] = {"m", "männlich", "M", "w", "weiblich", "W",
+                                  "d", "divers",   "D", "x", NULL,       "X"};
+    j->codelists = realloc(j->codelists, (j->n_codelists + 1) * sizeof *j->codelists);
+    rk_codelist *cl = &j->codelists[j->n_codelists++];
+    memset(cl, 0, sizeof *cl);
+    cl->name = strdup("geschlecht");
+    cl->uri = strdup("urn:xoev-de:xinneres:codeliste:geschlecht");
+    cl->version = strdup("1.0");
+    cl->n_columns = 3;
+    cl->columns = calloc(3, sizeof(char *));
+    cl->columns[0] = strdup("code");
+    cl->columns[1] = strdup("name");
+    cl->columns[2] = strdup("kurz");
+    cl->n_rows = 4;
+    cl->cells = calloc(12, sizeof(char *));
+    for (size_t i = 0; i < 12; i++)
+        cl->cells[i] = dup_or_null(cells[i]);
+}
+
+static void job_free(rk_job *j)
+{
+    if (!j)
+        return;
+    for (size_t i = 0; i < j->n_fields; i++) {
+        rk_field_def *f = &j->fields[i];
+        for (size_t k = 0; k < f->n_tx; k++)
+            tx_free(&f->tx[k]);
+        free(f->tx);
+        xmlXPathFreeCompExpr(f->compiled);
+        free(f->name);
+        free(f->xpath);
+    }
+    free(j->fields);
+    for (size_t i = 0; i < j->n_tables; i++) {
+        for (size_t k = 0; k < j->tables[i].n; k++) {
+            free(j->tables[i].keys[k]);
+            free(j->tables[i].values[k]);
+        }
+        free(j->tables[i].keys);
+        free(j->tables[i].values);
+        free(j->tables[i].name);
+    }
+    free(j->tables);
+    for (size_t i = 0; i < j->n_codelists; i++) {
+        rk_codelist *cl = &j->codelists[i];
+        for (size_t k = 0; k < cl->n_columns; k++)
+            free(cl->columns[k]);
+        for (size_t k = 0; k < cl->n_rows * cl->n_columns; k++)
+            free(cl->cells[k]);
+        free(cl->columns);
+        free(cl->cells);
+        free(cl->name);
+        free(cl->uri);
+        free(cl->version);
+    }
+    free(j->codelists);
+    for (size_t i = 0; i < j->n_ns; i++) {
+        free(j->ns_prefixes[i]);
+        free(j->ns_uris[i]);
+    }
+    free(j->ns_prefixes);
+    free(j->ns_uris);
+    free(j->name);
+    free(j);
+}
+
+/*
+ * Runs a single transform on value through rk_map_transform (no
+ * document).  Returns the new value (caller frees); anomalies go to r.
+ */
+static char *run1(const rk_job *job, rk_transform_kind kind, const char *a, const char *b,
+                  long n, const char *value, rk_result *r)
+{
+    rk_transform t;
+    tx_init(&t, kind, a, b, n);
+    rk_field_def fd;
+    memset(&fd, 0, sizeof fd);
+    fd.name = "feld";
+    fd.xpath = "x";
+    fd.tx = &t;
+    fd.n_tx = 1;
+    char *out = rk_map_transform(job, &fd, NULL, value, r);
+    tx_free(&t);
+    return out;
+}
+
+/* Asserts that the transform turns in into want without any anomaly. */
+#define TX_OK(job, kind, a, b, n, in, want)                                     \
+    do {                                                                        \
+        rk_result r_;                                                           \
+        rk_result_init(&r_);                                                    \
+        char *got_ = run1(job, kind, a, b, n, in, &r_);                         \
+        assert_non_null(got_);                                                  \
+        assert_string_equal(got_, want);                                        \
+        assert_int_equal(r_.n_anomalies, 0);                                    \
+        free(got_);                                                             \
+        rk_result_free(&r_);                                                    \
+    } while (0)
+
+/* Asserts one blocking anomaly code for field "feld", the value left as in. */
+#define TX_FAIL(job, kind, a, b, n, in, want_code)                              \
+    do {                                                                        \
+        rk_result r_;                                                           \
+        rk_result_init(&r_);                                                    \
+        char *got_ = run1(job, kind, a, b, n, in, &r_);                         \
+        assert_non_null(got_);                                                  \
+        assert_string_equal(got_, in);                                          \
+        assert_int_equal(r_.n_anomalies, 1);                                    \
+        assert_string_equal(r_.anomalies[0].code, want_code);                   \
+        assert_string_equal(r_.anomalies[0].field, "feld");                     \
+        assert_int_equal(r_.anomalies[0].severity, RK_SEV_BLOCK);               \
+        assert_true(rk_result_blocked(&r_));                                    \
+        free(got_);                                                             \
+        rk_result_free(&r_);                                                    \
+    } while (0)
+
+static const char SAMPLE[] =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    "<a:Antrag xmlns:a=\"" NS_A "\" version=\"2\">\n"
+    "  <a:Antragsteller>\n"
+    "    <a:F60000000227>  Müller   Lüdenscheid \n </a:F60000000227>\n"
+    "    <a:F60000000228>Anna</a:F60000000228>\n"
+    "    <a:F60000000229>2001-05-03</a:F60000000229>\n"
+    "    <a:Geschlecht><a:code>w</a:code></a:Geschlecht>\n"
+    "    <a:Telefon>0711 123</a:Telefon>\n"
+    "    <a:Telefon>0711 456</a:Telefon>\n"
+    "  </a:Antragsteller>\n"
+    "  <a:Gebuehr art=\"tag\">12,5</a:Gebuehr>\n"
+    "  <a:Leer></a:Leer>\n"
+    "</a:Antrag>\n";
+
+static xmlDocPtr sample_doc(void)
+{
+    const char *code = NULL;
+    char msg[256];
+    xmlDocPtr doc = rk_doc_parse(SAMPLE, strlen(SAMPLE), &code, msg, sizeof msg);
+    assert_non_null(doc);
+    return doc;
+}
+
+/* ---- XPath and provenance ------------------------------------------------- */
+
+static void test_provenance(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    size_t f_name = job_field(j, "nachname", "a:Antragsteller/a:F60000000227");
+    job_tx(j, f_name, RK_TX_TRIM, NULL, NULL, 0);
+    job_field(j, "telefon", "a:Antragsteller/a:Telefon");
+    job_field(j, "art", "a:Gebuehr/@art");
+    job_field(j, "fehlt", "a:Antragsteller/a:Geburtsort");
+    job_field(j, "anzahl", "count(a:Antragsteller/a:Telefon)");
+    job_field(j, "ganz", "concat(a:Antragsteller/a:F60000000228, '!')");
+    job_field(j, "leer", "a:Leer");
+
+    xmlDocPtr doc = sample_doc();
+    rk_result r;
+    rk_result_init(&r);
+    assert_int_equal(rk_map_apply(j, doc, &r), 0);
+    assert_int_equal(r.n_fields, 7);
+    assert_int_equal(r.n_anomalies, 0);
+
+    const rk_mapped_field *f = rk_result_field(&r, "nachname");
+    assert_non_null(f);
+    assert_string_equal(f->value, "Müller Lüdenscheid");
+    assert_string_equal(f->source, "  Müller   Lüdenscheid \n ");
+    assert_string_equal(f->xpath, "a:Antragsteller/a:F60000000227");
+    assert_string_equal(f->node, "/Antrag/Antragsteller/F60000000227");
+
+    /* a node-set gives its first node in document order */
+    f = rk_result_field(&r, "telefon");
+    assert_string_equal(f->value, "0711 123");
+    assert_string_equal(f->node, "/Antrag/Antragsteller/Telefon[1]");
+
+    f = rk_result_field(&r, "art");
+    assert_string_equal(f->value, "tag");
+    assert_string_equal(f->node, "/Antrag/Gebuehr/@art");
+
+    /* no match: absent, not empty */
+    f = rk_result_field(&r, "fehlt");
+    assert_null(f->value);
+    assert_null(f->source);
+    assert_null(f->node);
+    assert_string_equal(f->xpath, "a:Antragsteller/a:Geburtsort");
+
+    /* number and string expressions give their string, no node */
+    f = rk_result_field(&r, "anzahl");
+    assert_string_equal(f->value, "2");
+    assert_null(f->node);
+    f = rk_result_field(&r, "ganz");
+    assert_string_equal(f->value, "Anna!");
+
+    /* an empty element is present and empty */
+    f = rk_result_field(&r, "leer");
+    assert_string_equal(f->value, "");
+    assert_string_equal(f->node, "/Antrag/Leer");
+
+    rk_result_free(&r);
+    xmlFreeDoc(doc);
+    job_free(j);
+}
+
+static void test_xpath_error_is_anomaly(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    job_field(j, "x", "b:Undeclared"); /* prefix b is not declared on the job */
+    job_field(j, "vorname", "a:Antragsteller/a:F60000000228");
+    xmlDocPtr doc = sample_doc();
+    rk_result r;
+    rk_result_init(&r);
+    assert_int_equal(rk_map_apply(j, doc, &r), 0);
+    assert_int_equal(r.n_anomalies, 1);
+    assert_string_equal(r.anomalies[0].code, "XPATH_FEHLER");
+    assert_string_equal(r.anomalies[0].field, "x");
+    assert_non_null(strstr(r.anomalies[0].message, "b:Undeclared"));
+    assert_null(rk_result_field(&r, "x")->value);
+    /* the other fields are still mapped */
+    assert_string_equal(rk_result_field(&r, "vorname")->value, "Anna");
+    rk_result_free(&r);
+    xmlFreeDoc(doc);
+    job_free(j);
+}
+
+static void test_no_root(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    job_field(j, "x", "a:X");
+    xmlDocPtr doc = xmlNewDoc((const xmlChar *)"1.0");
+    rk_result r;
+    rk_result_init(&r);
+    assert_int_equal(rk_map_apply(j, doc, &r), RK_E_FORMAT);
+    assert_int_equal(r.n_fields, 0);
+    rk_result_free(&r);
+    xmlFreeDoc(doc);
+    job_free(j);
+}
+
+/* ---- transforms ------------------------------------------------------------ */
+
+static void test_trim_upper_lower(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    TX_OK(j, RK_TX_TRIM, NULL, NULL, 0, " \t Anna \n Maria  ", "Anna Maria");
+    TX_OK(j, RK_TX_TRIM, NULL, NULL, 0, "Anna", "Anna");
+    TX_OK(j, RK_TX_TRIM, NULL, NULL, 0, "   ", "");
+    TX_OK(j, RK_TX_TRIM, NULL, NULL, 0, "\xc2\xa0" "Anna\xc2\xa0\xc2\xa0Maria", "Anna Maria");
+    TX_OK(j, RK_TX_UPPER, NULL, NULL, 0, "Müller-Lüdenscheid straße", "MÜLLER-LÜDENSCHEID STRAßE");
+    TX_OK(j, RK_TX_UPPER, NULL, NULL, 0, "łukasz dvořák ÿ", "ŁUKASZ DVOŘÁK Ÿ");
+    TX_OK(j, RK_TX_LOWER, NULL, NULL, 0, "ÄÖÜ ŁUKASZ Ÿ", "äöü łukasz ÿ");
+    TX_OK(j, RK_TX_LOWER, NULL, NULL, 0, "ABC 123 €", "abc 123 €");
+    job_free(j);
+}
+
+static void test_date(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    TX_OK(j, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0, "2001-05-03", "03.05.2001");
+    TX_OK(j, RK_TX_DATE, "%d.%m.%Y", "%Y-%m-%d", 0, "29.02.2000", "2000-02-29");
+    TX_OK(j, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0, " 2001-05-03\n", "03.05.2001");
+    TX_OK(j, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0, "2001-12-31", "31.12.2001");
+    TX_FAIL(j, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0, "2001-02-31", "DATUM_UNGUELTIG");
+    TX_FAIL(j, RK_TX_DATE, "%d.%m.%Y", "%Y-%m-%d", 0, "29.02.2001", "DATUM_UNGUELTIG");
+    TX_FAIL(j, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0, "2001-13-01", "DATUM_UNGUELTIG");
+    TX_FAIL(j, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0, "2001-05-03x", "DATUM_UNGUELTIG");
+    TX_FAIL(j, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0, "03.05.2001", "DATUM_UNGUELTIG");
+
+    /* the message names the value and the expected form in German */
+    rk_result r;
+    rk_result_init(&r);
+    char *v = run1(j, RK_TX_DATE, "%d.%m.%Y", "%Y-%m-%d", 0, "31.02.2001", &r);
+    assert_string_equal(r.anomalies[0].message,
+                        "Feld feld: „31.02.2001“ ist kein gültiges Datum im Format TT.MM.JJJJ.");
+    free(v);
+    rk_result_free(&r);
+    job_free(j);
+}
+
+static void test_decimal(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, "12", "12.00");
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, "12.5", "12.50");
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, "12,5", "12.50");
+    TX_OK(j, RK_TX_DECIMAL, ",", NULL, 2, "12.5", "12,50");
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, "2.675", "2.68");   /* no binary rounding */
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, "2.674", "2.67");
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, "9.995", "10.00");  /* carry */
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 0, "12.5", "13");
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, "-3,1", "-3.10");
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, "-0.001", "0.00");
+    TX_OK(j, RK_TX_DECIMAL, ".", NULL, 2, " 007 ", "7.00");
+    TX_FAIL(j, RK_TX_DECIMAL, ".", NULL, 2, "1.234,50", "ZAHL_UNGUELTIG");
+    TX_FAIL(j, RK_TX_DECIMAL, ".", NULL, 2, "12,", "ZAHL_UNGUELTIG");
+    TX_FAIL(j, RK_TX_DECIMAL, ".", NULL, 2, ",5", "ZAHL_UNGUELTIG");
+    TX_FAIL(j, RK_TX_DECIMAL, ".", NULL, 2, "12 €", "ZAHL_UNGUELTIG");
+    TX_FAIL(j, RK_TX_DECIMAL, ".", NULL, 2, "zwölf", "ZAHL_UNGUELTIG");
+    job_free(j);
+}
+
+static void test_default_and_empty_pass_through(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    TX_OK(j, RK_TX_DEFAULT, "DE", NULL, 0, "", "DE");
+    TX_OK(j, RK_TX_DEFAULT, "DE", NULL, 0, "AT", "AT");
+    rk_result r;
+    rk_result_init(&r);
+    char *v = run1(j, RK_TX_DEFAULT, "DE", NULL, 0, NULL, &r);
+    assert_string_equal(v, "DE");
+    free(v);
+    /* every other transform passes NULL and "" through, without anomaly */
+    v = run1(j, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0, NULL, &r);
+    assert_null(v);
+    v = run1(j, RK_TX_DECIMAL, ".", NULL, 2, "", &r);
+    assert_string_equal(v, "");
+    free(v);
+    v = run1(j, RK_TX_LOOKUP, "gebuehren", NULL, 1, "", &r);
+    assert_string_equal(v, "");
+    free(v);
+    assert_int_equal(r.n_anomalies, 0);
+    rk_result_free(&r);
+    job_free(j);
+}
+
+static void test_lookup(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    job_table(j, "arten", "tag", "Tagesschein", "jahr", "Jahresschein", (char *)NULL);
+    TX_OK(j, RK_TX_LOOKUP, "arten", NULL, 1, "jahr", "Jahresschein");
+    TX_OK(j, RK_TX_LOOKUP, "arten", NULL, 0, "tag", "Tagesschein");
+    /* not strict: an unknown key stays, no anomaly */
+    TX_OK(j, RK_TX_LOOKUP, "arten", NULL, 0, "woche", "woche");
+    /* strict: an unknown key is a blocking anomaly */
+    TX_FAIL(j, RK_TX_LOOKUP, "arten", NULL, 1, "woche", "WERT_UNBEKANNT");
+    TX_FAIL(j, RK_TX_LOOKUP, "arten", NULL, 1, "Tag", "WERT_UNBEKANNT"); /* case matters */
+    rk_result r;
+    rk_result_init(&r);
+    char *v = run1(j, RK_TX_LOOKUP, "arten", NULL, 1, "woche", &r);
+    assert_string_equal(r.anomalies[0].message,
+                        "Feld feld: Der Wert „woche“ ist in der Tabelle arten nicht vorhanden.");
+    free(v);
+    rk_result_free(&r);
+    job_free(j);
+}
+
+static void test_codelist(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    job_codelist_geschlecht(j);
+    TX_OK(j, RK_TX_CODELIST, "geschlecht", NULL, 0, "w", "weiblich"); /* second column */
+    TX_OK(j, RK_TX_CODELIST, "geschlecht", "kurz", 0, "d", "D");
+    TX_OK(j, RK_TX_CODELIST, "geschlecht", "code", 0, "m", "m");
+    TX_FAIL(j, RK_TX_CODELIST, "geschlecht", NULL, 0, "q", "CODE_UNBEKANNT");
+    TX_FAIL(j, RK_TX_CODELIST, "geschlecht", NULL, 0, "W", "CODE_UNBEKANNT");
+    /* a known code with an empty cell has no value to give */
+    TX_FAIL(j, RK_TX_CODELIST, "geschlecht", NULL, 0, "x", "CODE_UNBEKANNT");
+    job_free(j);
+}
+
+static void test_replace(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    /* groups, reordered */
+    TX_OK(j, RK_TX_REPLACE, "([0-9]{2})\\.([0-9]{2})\\.([0-9]{4})", "\\3-\\2-\\1", 0,
+          "am 03.05.2001 und 04.06.2002", "am 2001-05-03 und 2002-06-04");
+    /* all matches */
+    TX_OK(j, RK_TX_REPLACE, "[ /-]", "", 0, "0711 / 123-45", "071112345");
+    /* no match: unchanged */
+    TX_OK(j, RK_TX_REPLACE, "x", "y", 0, "abc", "abc");
+    /* empty matches behave like sed s///g */
+    TX_OK(j, RK_TX_REPLACE, "x*", "-", 0, "abc", "-a-b-c-");
+    TX_OK(j, RK_TX_REPLACE, "c*", "-", 0, "abc", "-a-b-");
+    /* anchors only at the start */
+    TX_OK(j, RK_TX_REPLACE, "^0", "+49 ", 0, "0711 0", "+49 711 0");
+    /* escaped backslash and unused group */
+    TX_OK(j, RK_TX_REPLACE, "(a)|(b)", "[\\1\\2\\\\]", 0, "ab", "[a\\][b\\]");
+    job_free(j);
+}
+
+static void test_split_and_concat(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    TX_OK(j, RK_TX_SPLIT, " ", NULL, 0, "Musterstraße 12a", "Musterstraße");
+    TX_OK(j, RK_TX_SPLIT, " ", NULL, 1, "Musterstraße 12a", "12a");
+    TX_OK(j, RK_TX_SPLIT, " ", NULL, 2, "Musterstraße 12a", ""); /* out of range */
+    TX_OK(j, RK_TX_SPLIT, ", ", NULL, 1, "Müller, Anna, Dr.", "Anna");
+    TX_OK(j, RK_TX_SPLIT, ";", NULL, 0, "ohne", "ohne");
+    TX_OK(j, RK_TX_SPLIT, ";", NULL, 1, "ohne", "");
+
+    /* concat in the map: empty parts are skipped */
+    size_t f = job_field(j, "name", "a:Antragsteller/a:F60000000228");
+    job_tx(j, f, RK_TX_CONCAT, "normalize-space(a:Antragsteller/a:F60000000227)", " ", 0);
+    f = job_field(j, "name2", "a:Antragsteller/a:F60000000228");
+    job_tx(j, f, RK_TX_CONCAT, "a:Leer", "/", 0);
+    job_tx(j, f, RK_TX_CONCAT, "a:Fehlt", "/", 0);
+    job_tx(j, f, RK_TX_CONCAT, "a:Gebuehr/@art", "/", 0);
+    f = job_field(j, "name3", "a:Fehlt");
+    job_tx(j, f, RK_TX_CONCAT, "a:Antragsteller/a:F60000000228", " ", 0);
+    xmlDocPtr doc = sample_doc();
+    rk_result r;
+    rk_result_init(&r);
+    assert_int_equal(rk_map_apply(j, doc, &r), 0);
+    assert_int_equal(r.n_anomalies, 0);
+    assert_string_equal(rk_result_field(&r, "name")->value, "Anna Müller Lüdenscheid");
+    assert_string_equal(rk_result_field(&r, "name")->source, "Anna");
+    assert_string_equal(rk_result_field(&r, "name2")->value, "Anna/tag");
+    assert_null(rk_result_field(&r, "name3")->value); /* absent stays absent */
+
+    /* rk_map_transform with the document runs concat too; without it not */
+    char *v = rk_map_transform(j, &j->fields[0], doc, "Anne", &r);
+    assert_string_equal(v, "Anne Müller Lüdenscheid");
+    free(v);
+    v = rk_map_transform(j, &j->fields[0], NULL, "Anne", &r);
+    assert_string_equal(v, "Anne");
+    free(v);
+    rk_result_free(&r);
+    xmlFreeDoc(doc);
+    job_free(j);
+}
+
+/* A failing step ends the chain and keeps the value before it. */
+static void test_chain_stops_at_failure(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    job_table(j, "t", "x", "y", (char *)NULL);
+    size_t f = job_field(j, "gebuehr", "a:Gebuehr");
+    job_tx(j, f, RK_TX_TRIM, NULL, NULL, 0);
+    job_tx(j, f, RK_TX_DECIMAL, ".", NULL, 2);
+    job_tx(j, f, RK_TX_LOOKUP, "t", NULL, 1);
+    f = job_field(j, "geb", "a:Antragsteller/a:F60000000229");
+    job_tx(j, f, RK_TX_DATE, "%d.%m.%Y", "%Y-%m-%d", 0);
+    job_tx(j, f, RK_TX_UPPER, NULL, NULL, 0);
+    xmlDocPtr doc = sample_doc();
+    rk_result r;
+    rk_result_init(&r);
+    assert_int_equal(rk_map_apply(j, doc, &r), 0);
+    assert_int_equal(r.n_anomalies, 2);
+    assert_string_equal(r.anomalies[0].code, "WERT_UNBEKANNT");
+    assert_string_equal(r.anomalies[0].field, "gebuehr");
+    assert_string_equal(rk_result_field(&r, "gebuehr")->value, "12.50");
+    assert_string_equal(rk_result_field(&r, "gebuehr")->source, "12,5");
+    assert_string_equal(r.anomalies[1].code, "DATUM_UNGUELTIG");
+    assert_string_equal(rk_result_field(&r, "geb")->value, "2001-05-03");
+    rk_result_free(&r);
+    xmlFreeDoc(doc);
+    job_free(j);
+}
+
+static void test_date_parse(void **state)
+{
+    (void)state;
+    int y = 0, m = 0, d = 0;
+    assert_int_equal(rk_date_parse("2001-05-03", &y, &m, &d), 0);
+    assert_int_equal(y, 2001);
+    assert_int_equal(m, 5);
+    assert_int_equal(d, 3);
+    assert_int_equal(rk_date_parse("03.05.2001", &y, &m, &d), 0);
+    assert_int_equal(y * 10000 + m * 100 + d, 20010503);
+    assert_int_equal(rk_date_parse("29.02.2000", &y, &m, &d), 0);
+    assert_int_equal(rk_date_parse("2024-02-29", &y, &m, &d), 0);
+    assert_int_equal(rk_date_parse("31.12.1999", &y, &m, &d), 0);
+    assert_int_equal(rk_date_parse("31.02.2001", &y, &m, &d), -1);
+    assert_int_equal(rk_date_parse("29.02.1900", &y, &m, &d), -1);
+    assert_int_equal(rk_date_parse("2001-04-31", &y, &m, &d), -1);
+    assert_int_equal(rk_date_parse("2001-00-10", &y, &m, &d), -1);
+    assert_int_equal(rk_date_parse("2001-5-3", &y, &m, &d), -1);
+    assert_int_equal(rk_date_parse("3.5.2001", &y, &m, &d), -1);
+    assert_int_equal(rk_date_parse("2001/05/03", &y, &m, &d), -1);
+    assert_int_equal(rk_date_parse("", &y, &m, &d), -1);
+    assert_int_equal(rk_date_parse(NULL, &y, &m, &d), -1);
+}
+
+/* ---- threads ---------------------------------------------------------------- */
+
+struct thread_arg {
+    const rk_job *job;
+    int ok;
+};
+
+static void *map_worker(void *p)
+{
+    struct thread_arg *a = p;
+    a->ok = 1;
+    for (int i = 0; i < 200; i++) {
+        xmlDocPtr doc = sample_doc();
+        rk_result r;
+        rk_result_init(&r);
+        if (rk_map_apply(a->job, doc, &r) != 0 || r.n_anomalies != 0)
+            a->ok = 0;
+        const rk_mapped_field *f = rk_result_field(&r, "name");
+        if (!f || !f->value || strcmp(f->value, "Anna Müller Lüdenscheid") != 0)
+            a->ok = 0;
+        f = rk_result_field(&r, "geb");
+        if (!f || !f->value || strcmp(f->value, "03.05.2001") != 0)
+            a->ok = 0;
+        f = rk_result_field(&r, "tel");
+        if (!f || !f->value || strcmp(f->value, "0711123") != 0)
+            a->ok = 0;
+        rk_result_free(&r);
+        xmlFreeDoc(doc);
+    }
+    return NULL;
+}
+
+static void test_threads_share_job(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    size_t f = job_field(j, "name", "a:Antragsteller/a:F60000000228");
+    job_tx(j, f, RK_TX_CONCAT, "normalize-space(a:Antragsteller/a:F60000000227)", " ", 0);
+    f = job_field(j, "geb", "a:Antragsteller/a:F60000000229");
+    job_tx(j, f, RK_TX_DATE, "%Y-%m-%d", "%d.%m.%Y", 0);
+    f = job_field(j, "tel", "a:Antragsteller/a:Telefon");
+    job_tx(j, f, RK_TX_REPLACE, " ", "", 0);
+    pthread_t t[4];
+    struct thread_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i].job = j;
+        assert_int_equal(pthread_create(&t[i], NULL, map_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_true(args[i].ok);
+    }
+    job_free(j);
+}
+
+/* ---- a job file through the real loader ------------------------------------ */
+
+static int write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    if (!fp)
+        return -1;
+    fputs(text, fp);
+    return fclose(fp);
+}
+
+static void test_loaded_job(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/rk_test_map_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char xsd[512], jobf[512], gc[512];
+    snprintf(xsd, sizeof xsd, "%s/antrag.xsd", dir);
+    snprintf(jobf, sizeof jobf, "%s/job.xml", dir);
+    snprintf(gc, sizeof gc, "%s/geschlecht.gc", dir);
+    assert_int_equal(write_file(xsd,
+        "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\"\n"
+        "  targetNamespace=\"" NS_A "\" elementFormDefault=\"qualified\">\n"
+        "  <xs:element name=\"Antrag\"><xs:complexType><xs:sequence>\n"
+        "    <xs:any processContents=\"skip\" minOccurs=\"0\" maxOccurs=\"unbounded\"/>\n"
+        "  </xs:sequence><xs:anyAttribute processContents=\"skip\"/></xs:complexType></xs:element>\n"
+        "</xs:schema>\n"), 0);
+    assert_int_equal(write_file(gc,
+        "<gc:CodeList xmlns:gc=\"http://docs.oasis-open.org/codelist/ns/genericode/1.0/\">\n"
+        "  <Identification><ShortName>geschlecht</ShortName><Version>1.0</Version>\n"
+        "    <CanonicalUri>urn:xoev-de:xinneres:codeliste:geschlecht</CanonicalUri>\n"
+        "    <CanonicalVersionUri>urn:xoev-de:xinneres:codeliste:geschlecht_1.0</CanonicalVersionUri>\n"
+        "  </Identification>\n"
+        "  <ColumnSet>\n"
+        "    <Column Id=\"code\" Use=\"required\"><ShortName>Schluessel</ShortName><Data Type=\"string\"/></Column>\n"
+        "    <Column Id=\"name\" Use=\"required\"><ShortName>Wert</ShortName><Data Type=\"string\"/></Column>\n"
+        "    <Key Id=\"k\"><ShortName>k</ShortName><ColumnRef Ref=\"code\"/></Key>\n"
+        "  </ColumnSet>\n"
+        "  <SimpleCodeList>\n"
+        "    <Row><Value ColumnRef=\"code\"><SimpleValue>w</SimpleValue></Value>"
+        "<Value ColumnRef=\"name\"><SimpleValue>weiblich</SimpleValue></Value></Row>\n"
+        "    <Row><Value ColumnRef=\"code\"><SimpleValue>m</SimpleValue></Value>"
+        "<Value ColumnRef=\"name\"><SimpleValue>männlich</SimpleValue></Value></Row>\n"
+        "  </SimpleCodeList>\n"
+        "</gc:CodeList>\n"), 0);
+    assert_int_equal(write_file(jobf,
+        "<job xmlns=\"urn:rekey:job:1\" xmlns:a=\"" NS_A "\" name=\"testjob\" version=\"1\">\n"
+        "  <match root=\"a:Antrag\"/>\n"
+        "  <schema href=\"antrag.xsd\"/>\n"
+        "  <codelist name=\"geschlecht\" href=\"geschlecht.gc\"/>\n"
+        "  <table name=\"arten\"><entry key=\"tag\" value=\"Tagesschein\"/></table>\n"
+        "  <map>\n"
+        "    <field name=\"nachname\" from=\"a:Antragsteller/a:F60000000227\"><trim/><upper/></field>\n"
+        "    <field name=\"geburtsdatum\" from=\"a:Antragsteller/a:F60000000229\">"
+        "<date in=\"%Y-%m-%d\" out=\"%d.%m.%Y\"/></field>\n"
+        "    <field name=\"geschlecht\" from=\"a:Antragsteller/a:Geschlecht/a:code\">"
+        "<codelist list=\"geschlecht\"/></field>\n"
+        "    <field name=\"art\" from=\"a:Gebuehr/@art\"><lookup table=\"arten\"/></field>\n"
+        "    <field name=\"betrag\" from=\"a:Gebuehr\"><decimal places=\"2\" point=\",\"/></field>\n"
+        "    <field name=\"telefon\" from=\"a:Antragsteller/a:Telefon\">"
+        "<replace pattern=\"([0-9]+) ([0-9]+)\" with=\"\\2/\\1\"/></field>\n"
+        "    <field name=\"name\" from=\"a:Antragsteller/a:F60000000228\">"
+        "<concat from=\"a:Antragsteller/a:Geschlecht/a:code\" separator=\"-\"/>"
+        "<split separator=\"-\" index=\"1\"/></field>\n"
+        "  </map>\n"
+        "  <connector plugin=\"sqlite\"><set key=\"table\">t</set></connector>\n"
+        "</job>\n"), 0);
+    char err[512] = "";
+    rk_job *job = rk_job_load(jobf, NULL, err, sizeof err);
+    if (!job)
+        fail_msg("rk_job_load: %s", err);
+    xmlDocPtr doc = sample_doc();
+    rk_result r;
+    rk_result_init(&r);
+    assert_int_equal(rk_doc_validate(job, doc, &r), 0);
+    assert_int_equal(rk_map_apply(job, doc, &r), 0);
+    assert_int_equal(r.n_anomalies, 0);
+    assert_string_equal(rk_result_field(&r, "nachname")->value, "MÜLLER LÜDENSCHEID");
+    assert_string_equal(rk_result_field(&r, "geburtsdatum")->value, "03.05.2001");
+    assert_string_equal(rk_result_field(&r, "geschlecht")->value, "weiblich");
+    assert_string_equal(rk_result_field(&r, "art")->value, "Tagesschein");
+    assert_string_equal(rk_result_field(&r, "betrag")->value, "12,50");
+    assert_string_equal(rk_result_field(&r, "telefon")->value, "123/0711");
+    assert_string_equal(rk_result_field(&r, "name")->value, "w");
+    rk_result_free(&r);
+    xmlFreeDoc(doc);
+    rk_job_unref(job);
+    unlink(xsd);
+    unlink(jobf);
+    unlink(gc);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    rk_xml_init();
+    rk_log_set_level(RK_LOG_LVL_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_provenance),
+        cmocka_unit_test(test_xpath_error_is_anomaly),
+        cmocka_unit_test(test_no_root),
+        cmocka_unit_test(test_trim_upper_lower),
+        cmocka_unit_test(test_date),
+        cmocka_unit_test(test_decimal),
+        cmocka_unit_test(test_default_and_empty_pass_through),
+        cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_codelist),
+        cmocka_unit_test(test_replace),
+        cmocka_unit_test(test_split_and_concat),
+        cmocka_unit_test(test_chain_stops_at_failure),
+        cmocka_unit_test(test_date_parse),
+        cmocka_unit_test(test_threads_share_job),
+        cmocka_unit_test(test_loaded_job),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    xmlCleanupParser();
+    return failed;
+}
