@@ -277,7 +277,6 @@ static void post_intake(rk_engine *e, witem *w, int committed)
 {
     if (w->rc) {
         /* could not be taken in: error folder with the reason beside it */
-        rk_warn("intake", "refused an inbox file: %s", w->err);
         rk_inbox_fail(e->inbox, w->claimed_path, w->name, w->err);
         witem_free(w);
         return;
@@ -286,8 +285,6 @@ static void post_intake(rk_engine *e, witem *w, int committed)
         witem_free(w); /* stays claimed; recovered on the next start */
         return;
     }
-    rk_info("intake", "job %lld: received (%zu bytes, sha256 %.12s)", (long long)w->job_id,
-            w->len, w->sha);
     int rc = rk_inbox_done(e->inbox, w->claimed_path, w->name);
     if (rc)
         rk_warn("intake", "job %lld: stored, but the inbox file could not be archived: %s",
@@ -393,8 +390,8 @@ static int commit_process(rk_engine *e, witem *w)
     if ((rc = rk_store_save_result(s, w->job_id, &w->res)) != 0)
         return rc;
     char why[128];
-    snprintf(why, sizeof why, "valid against %s", w->job->schema_path ? "the job's XSD" : "-");
-    if ((rc = rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_VALIDATED, ACTOR, why)))
+    if ((rc = rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_VALIDATED, ACTOR,
+                                  "valid against the job's XSD")))
         return rc;
     snprintf(why, sizeof why, "%zu fields mapped by job %s version %ld", w->res.n_fields,
              w->job->name, w->job->version);
@@ -421,19 +418,8 @@ static void post_process(rk_engine *e, witem *w, int committed)
         witem_free(w);
         return;
     }
-    if (w->outcome == P_FAILED) {
-        rk_warn("process", "job %lld: failed (%s)", (long long)w->job_id,
-                w->res.n_anomalies ? w->res.anomalies[0].code : "?");
-    } else if (w->outcome == P_SCHEMA || rk_result_blocked(&w->res)) {
-        char codes[512];
-        anomaly_codes(&w->res, 1, codes, sizeof codes);
-        rk_info("process", "job %lld: %s: held for review (%s)", (long long)w->job_id,
-                w->job->name, codes);
-    } else {
-        rk_info("process", "job %lld: %s: ready (%zu fields)", (long long)w->job_id,
-                w->job->name, w->res.n_fields);
+    if (w->outcome == P_MAPPED && !rk_result_blocked(&w->res))
         enqueue_delivery(e, w->job_id, w->job->name, 0);
-    }
     witem_free(w);
 }
 
@@ -462,18 +448,11 @@ static void enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name,
     q_push(&w->slot->q, w);
 }
 
-static void conn_log(void *ctx, int level, const char *msg)
-{
-    (void)ctx;
-    rk_log(level, "connector", "%s", msg);
-}
-
 static void deliver_work(uv_work_t *req)
 {
     witem *w = req->data;
     slot *s = w->slot;
     const rk_config *cfg = w->e->cfg;
-    (void)conn_log;
     if (!s->conn) {
         char err[512];
         rk_plugin *p = rk_plugin_load(cfg->plugin_path, s->job->connector, err, sizeof err);
@@ -628,11 +607,6 @@ static void post_deliver(rk_engine *e, witem *w, int committed)
         uv_queue_work(e->loop, &w->req, deliver_work, after_pool);
         return;
     }
-    static const char *names[] = {"delivered", "retry", "refused by the target", "fatal"};
-    if (committed)
-        rk_info("deliver", "job %lld: %s: %s%s%s", (long long)w->job_id, s->job_name,
-                names[w->status], w->status == RK_DELIVER_OK ? "" : ": ",
-                w->status == RK_DELIVER_OK ? "" : w->message);
     if (w->status == RK_DELIVER_FATAL && s->conn) {
         rk_conn_close(s->conn); /* reopened at the next delivery */
         s->conn = NULL;

@@ -68,7 +68,8 @@ static void on_signal(uv_signal_t *h, int signum)
     }
 }
 
-/* --check: load the jobs and report each one's fate. */
+/* --check: load the jobs and their connector settings, report each one's
+ * fate; non-zero when a file or a connector setting is wrong. */
 static int check_config(const rk_config *cfg)
 {
     char *errors = NULL;
@@ -77,6 +78,9 @@ static int check_config(const rk_config *cfg)
         fprintf(stderr, "rekeyd: cannot read the job folder %s\n", cfg->jobs_dir);
         return 1;
     }
+    int bad = errors != NULL;
+    if (errors)
+        fputs(errors, stderr);
     for (size_t i = 0; i < rk_registry_count(reg); i++) {
         rk_job *j = rk_registry_at(reg, i);
         char err[1024];
@@ -86,18 +90,17 @@ static int check_config(const rk_config *cfg)
         int ok = p && rk_settings_check(rk_plugin_descriptor(p), j->settings, j->n_settings,
                                         &kv, &n, err, sizeof err) == 0;
         rk_settings_free(kv, n);
-        printf("job %-24s ok: version %ld, root {%s}%s, connector %s%s%s\n", j->name,
-               j->version, j->root_ns, j->root_name, j->connector, ok ? "" : ": ",
-               ok ? "" : err);
-        if (!ok)
-            errors = errors ? errors : strdup("connector");
+        if (ok) {
+            printf("job %-24s ok: version %ld, root {%s}%s, connector %s\n", j->name,
+                   j->version, j->root_ns, j->root_name, j->connector);
+        } else {
+            printf("job %-24s BROKEN: %s\n", j->name, err);
+            bad = 1;
+        }
     }
-    int rc = errors ? 1 : 0;
-    if (errors)
-        fprintf(stderr, "%s", strcmp(errors, "connector") ? errors : "");
     free(errors);
     rk_registry_free(reg);
-    return rc;
+    return bad;
 }
 
 /* The default plugin path: <folder of this binary>/../connectors. */

@@ -398,7 +398,11 @@ int rk_store_add_submission(rk_store *s, const rk_submission_in *in, const char 
     *job_id = sqlite3_last_insert_rowid(s->db);
     char reason[256];
     snprintf(reason, sizeof reason, "taken from %s", in->source);
-    return add_event(s, *job_id, NULL, RK_ST_RECEIVED, actor, reason);
+    rc = add_event(s, *job_id, NULL, RK_ST_RECEIVED, actor, reason);
+    if (!rc)
+        rk_info("job", "%lld: received (%zu bytes, sha256 %.12s)", (long long)*job_id,
+                in->size, in->sha256);
+    return rc;
 }
 
 int rk_store_find_source_ref(rk_store *s, const char *source, const char *source_ref,
@@ -497,7 +501,14 @@ int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const cha
     sqlite3_bind_int64(st, 3, job_id);
     if ((rc = step_done(s, st)) != 0)
         return rc;
-    return add_event(s, job_id, cur, to, actor, reason);
+    if ((rc = add_event(s, job_id, cur, to, actor, reason)) != 0)
+        return rc;
+    /* one log line per transition: ids, states and the reason (codes and
+     * technical messages, never the citizen's data) */
+    rk_log(strcmp(to, RK_ST_FAILED) == 0 ? RK_LOG_LVL_WARN : RK_LOG_LVL_INFO, "job",
+           "%lld: %s -> %s by %s%s%s", (long long)job_id, cur, to, actor,
+           reason ? ": " : "", reason ? reason : "");
+    return 0;
 }
 
 int rk_store_add_anomaly(rk_store *s, int64_t job_id, const char *code, const char *field,

@@ -62,6 +62,8 @@ class Rig:
                            capture_output=True, text=True, timeout=timeout)
         if check:
             assert p.returncode == 0, p.stderr
+        # every libuv handle was closed: uv_loop_close returned 0
+        assert "open handles" not in p.stderr, p.stderr
         return p
 
     def start(self):

@@ -3,6 +3,7 @@ a broken job never takes the others down."""
 import os
 import shutil
 import subprocess
+import time
 
 from conftest import REKEYD, ROOT, Rig
 
@@ -87,3 +88,52 @@ def test_check_lists_jobs(rig):
     assert p.returncode == 0, p.stderr
     for job in ("fischereischein", "besucherparkausweis", "gewerbeanmeldung"):
         assert f"job {job}" in p.stdout
+
+
+def test_sighup_reload_keeps_working_job_and_takes_new_version(tmp_path):
+    import signal
+    jobs = copy_jobs(tmp_path)
+    rig = Rig(tmp_path / "run", jobs=str(jobs))
+    p = rig.start()
+    try:
+        rig.drop("samples/besucherparkausweis-01-tag.xml")
+        rig.wait_for(lambda: rig.q("SELECT state FROM jobs") == [("delivered",)],
+                     what="first delivery")
+        job = jobs / "besucherparkausweis.xml"
+        good = job.read_text()
+        # a broken edit: the running version must stay
+        job.write_text(good.replace("<map>", "<mapp>", 1))
+        p.send_signal(signal.SIGHUP)
+        rig.drop_bytes("second.xml",
+                       open(os.path.join(ROOT, "tests/data/samples/"
+                                         "besucherparkausweis-02-woche.xml"), "rb").read())
+        rig.wait_for(lambda: len(rig.q("SELECT id FROM jobs WHERE state = 'delivered'")) == 2,
+                     what="delivery with the old version after a broken reload")
+        # a good edit with a new version number is taken
+        job.write_text(good.replace('version="1"', 'version="2"', 1))
+        p.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        rig.drop_bytes("third.xml",
+                       open(os.path.join(ROOT, "tests/data/samples/"
+                                         "besucherparkausweis-03-monat.xml"), "rb").read())
+        rig.wait_for(lambda: len(rig.q("SELECT id FROM jobs WHERE state = 'delivered'")) == 3,
+                     what="delivery after a good reload")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    assert "besucherparkausweis.xml" in err and "keeping the running version 1" in err
+    versions = [v for (v,) in rig.q("SELECT job_version FROM jobs ORDER BY id")]
+    assert versions == [1, 1, 2]
+
+
+def test_archive_empty_deletes_taken_files(tmp_path):
+    rig = Rig(tmp_path)
+    with open(rig.config) as f:
+        cfg = f.read().replace(f"archive = {rig.archive}", "archive =")
+    with open(rig.config, "w") as f:
+        f.write(cfg)
+    rig.drop("samples/besucherparkausweis-01-tag.xml")
+    rig.run_once()
+    assert rig.q("SELECT state FROM jobs") == [("delivered",)]
+    assert not os.path.exists(rig.archive) or os.listdir(rig.archive) == []
+    assert [f for f in os.listdir(rig.inbox) if not f.startswith(".")] == []
