@@ -81,8 +81,26 @@ static int handler(void *user, const char *section, const char *name, const char
         set_str(&c->database, cfg_path(ps, value));
     else if (MATCH("rekeyd", "jobs"))
         set_str(&c->jobs_dir, cfg_path(ps, value));
-    else if (MATCH("rekeyd", "plugin_path"))
-        set_str(&c->plugin_path, cfg_path(ps, value));
+    else if (MATCH("rekeyd", "plugin_path")) {
+        /* each folder of the colon-separated list is relative to the file */
+        rk_buf b;
+        rk_buf_init(&b, 65536);
+        const char *p = value;
+        for (;;) {
+            const char *colon = strchr(p, ':');
+            size_t len = colon ? (size_t)(colon - p) : strlen(p);
+            char *part = rk_strndup(p, len);
+            char *abs = part ? cfg_path(ps, part) : NULL;
+            if (abs && *abs)
+                rk_buf_appendf(&b, "%s%s", b.len ? ":" : "", abs);
+            free(part);
+            free(abs);
+            if (!colon)
+                break;
+            p = colon + 1;
+        }
+        set_str(&c->plugin_path, rk_buf_take(&b));
+    }
     else if (MATCH("rekeyd", "workers")) {
         if (!set_int(ps, "workers", value, 1, 64, &n))
             return 0;

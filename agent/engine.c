@@ -218,13 +218,14 @@ static void after_pool(uv_work_t *req, int status)
 
 /* The inbox claimed a file.  A file that an earlier run already stored
  * (it crashed between commit and archive) is only archived now. */
-static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, void *arg)
+static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, int recovered,
+                     void *arg)
 {
     rk_engine *e = arg;
     if (e->stopping)
         return; /* stays in .claimed/ and is taken on the next start */
     int64_t job_id;
-    if (rk_store_find_source_ref(e->store, e->source, name, &job_id) == 0) {
+    if (recovered && rk_store_find_source_ref(e->store, e->source, name, &job_id) == 0) {
         /* only when the claimed file is byte-identical could it be the same
          * submission; a re-used name with new content is a new submission */
         char *data = NULL;
@@ -925,6 +926,27 @@ void rk_engine_reload(rk_engine *e)
     }
 }
 
+/* Job validator: the connector exists and takes the job's settings, so
+ * a typo in a setting is a load error, not a failure at every delivery. */
+int rk_engine_check_connector(const rk_job *job, void *arg, char *err, size_t errlen)
+{
+    const rk_config *cfg = arg;
+    char msg[900];
+    rk_plugin *p = rk_plugin_load(cfg->plugin_path, job->connector, msg, sizeof msg);
+    if (!p) {
+        snprintf(err, errlen, "%s: %s", job->path, msg);
+        return RK_E_PLUGIN;
+    }
+    rk_kv *kv = NULL;
+    size_t n = 0;
+    int rc = rk_settings_check(rk_plugin_descriptor(p), job->settings, job->n_settings, &kv,
+                               &n, msg, sizeof msg);
+    rk_settings_free(kv, n);
+    if (rc)
+        snprintf(err, errlen, "%s: connector %s: %s", job->path, job->connector, msg);
+    return rc;
+}
+
 int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
                     void (*done_cb)(void *, int), void *arg, rk_engine **out, char *err,
                     size_t errlen)
@@ -949,6 +971,7 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
     if (rc)
         goto fail;
     char *errors = NULL;
+    rk_registry_set_validator(rk_engine_check_connector, (void *)cfg);
     e->reg = rk_registry_load(cfg->jobs_dir, &cfg->vars, &errors);
     free(errors);
     if (!e->reg) {

@@ -34,4 +34,8 @@ void rk_engine_stop(rk_engine *e);
 /* Re-reads the job folder; broken files keep their old version. */
 void rk_engine_reload(rk_engine *e);
 
+/* The job validator the engine installs (rk_registry_set_validator): the
+ * job's connector loads and accepts its settings.  arg is the rk_config. */
+int rk_engine_check_connector(const rk_job *job, void *arg, char *err, size_t errlen);
+
 #endif /* RK_ENGINE_H */

@@ -636,14 +636,14 @@ static void refuse(rk_inbox *in, const char *cpath, const char *name)
 
 /* Hands one claimed file on: to the callback, or to the error folder
  * when its name is not *.xml / *.xml.gz. */
-static void deliver(rk_inbox *in, const char *cpath, const char *name)
+static void deliver(rk_inbox *in, const char *cpath, const char *name, int recovered)
 {
     if (!is_submission_name(name)) {
         refuse(in, cpath, name);
         return;
     }
     rk_debug(COMP, "instance %s: claimed %s", in->id, name);
-    in->cb(in, cpath, name, in->arg);
+    in->cb(in, cpath, name, recovered, in->arg);
 }
 
 /* Claims a settled file and hands it on.  0 (taken), -ENOENT (another
@@ -662,7 +662,7 @@ static int take(rk_inbox *in, const char *name, int stuck)
                "instance %s: cannot claim %s: %s", in->id, name, rk_strerror(rc));
         return rc;
     }
-    deliver(in, cpath, name);
+    deliver(in, cpath, name, 0);
     return 0;
 }
 
@@ -670,7 +670,7 @@ static void report_leftovers(rk_inbox *in)
 {
     while (in->nleft && !in->stopping) {
         leftover lo = in->left[--in->nleft];
-        deliver(in, lo.claimed_path, lo.name);
+        deliver(in, lo.claimed_path, lo.name, 1);
         free(lo.claimed_path);
         free(lo.name);
     }

@@ -40,9 +40,11 @@ typedef struct rk_inbox_config {
 typedef struct rk_inbox rk_inbox;
 
 /* Called once per claimed file: claimed_path is the file's path under
- * .claimed/, name its original name in the inbox. */
+ * .claimed/, name its original name in the inbox.  recovered is 1 for a
+ * file an earlier, dead instance had claimed (it may already be stored)
+ * and 0 for a file taken from the inbox now. */
 typedef void (*rk_inbox_claim_cb)(rk_inbox *in, const char *claimed_path,
-                                  const char *name, void *arg);
+                                  const char *name, int recovered, void *arg);
 
 /* Creates the inbox; creates .claimed/, the archive and error folders
  * when missing.  Files left in .claimed/ by an earlier run are reported

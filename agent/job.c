@@ -928,6 +928,15 @@ rk_job *rk_job_load(const char *path, const rk_vars *vars, char *err, size_t err
 
 /* ---- the registry ------------------------------------------------------ */
 
+static rk_job_validator validator;
+static void *validator_arg;
+
+void rk_registry_set_validator(rk_job_validator fn, void *arg)
+{
+    validator = fn;
+    validator_arg = arg;
+}
+
 struct rk_registry {
     char *dir;
     rk_job **jobs;
@@ -965,6 +974,10 @@ static int load_dir(const char *dir, const rk_vars *vars, rk_job ***out, size_t 
         char path[PATH_MAX], err[1024];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         rk_job *job = rk_job_load(path, vars, err, sizeof err);
+        if (job && validator && validator(job, validator_arg, err, sizeof err) != 0) {
+            rk_job_unref(job);
+            job = NULL;
+        }
         if (!job) {
             rk_error("jobs", "%s", err);
             rk_buf_appendf(errs, "%s\n", err);

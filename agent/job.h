@@ -171,6 +171,13 @@ rk_job *rk_registry_at(const rk_registry *reg, size_t i); /* borrowed */
 rk_job *rk_registry_match(rk_registry *reg, const char *ns, const char *local);
 rk_job *rk_registry_find(rk_registry *reg, const char *name);
 
+/* A check run on every job a registry loads, after the file itself loaded
+ * (the daemon checks the connector settings against the plugin's table).
+ * A job that fails it is treated like a broken file: reported, not loaded,
+ * and on reload its old version keeps running.  NULL: no check. */
+typedef int (*rk_job_validator)(const rk_job *job, void *arg, char *err, size_t errlen);
+void rk_registry_set_validator(rk_job_validator fn, void *arg);
+
 /* Installs libxml2's global settings once: an external entity loader that
  * refuses the network and anything outside the local file system. */
 void rk_xml_init(void);

@@ -137,3 +137,23 @@ def test_archive_empty_deletes_taken_files(tmp_path):
     assert rig.q("SELECT state FROM jobs") == [("delivered",)]
     assert not os.path.exists(rig.archive) or os.listdir(rig.archive) == []
     assert [f for f in os.listdir(rig.inbox) if not f.startswith(".")] == []
+
+
+def test_unknown_connector_setting_is_a_load_error(tmp_path):
+    jobs = copy_jobs(tmp_path)
+    job = jobs / "gewerbeanmeldung.xml"
+    lines = job.read_text()
+    job.write_text(lines.replace('<set key="table">', '<set key="tabel">x</set><set key="table">',
+                                 1))
+    rig = Rig(tmp_path / "run", jobs=str(jobs))
+    p = subprocess.run([REKEYD, "--config", rig.config, "--check"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1
+    assert "gewerbeanmeldung.xml: connector sqlite: unknown setting 'tabel'" in p.stderr
+    assert "job fischereischein" in p.stdout and "job gewerbeanmeldung" not in p.stdout
+    # the daemon runs the other jobs; the broken one takes nothing
+    rig.drop("samples/besucherparkausweis-01-tag.xml",
+             "samples/gewerbeanmeldung-01-einzelunternehmen.xml")
+    rig.run_once()
+    assert sorted(rig.q("SELECT COALESCE(job, '-'), state FROM jobs")) == [
+        ("-", "failed"), ("besucherparkausweis", "delivered")]

@@ -47,6 +47,7 @@ typedef struct fx {
     claim c[MAXC];
     int n;
     int dup_name; /* a name claimed twice */
+    int recovered; /* claims reported as leftovers of a dead instance */
     rk_inbox *stop_on_claim;
     rk_inbox *scan_on_claim;
     int closed;
@@ -82,9 +83,11 @@ static int teardown(void **state)
     return 0;
 }
 
-static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, void *arg)
+static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, int recovered,
+                     void *arg)
 {
     fx *f = arg;
+    f->recovered += recovered;
     for (int i = 0; i < f->n; i++)
         if (strcmp(f->c[i].name, name) == 0)
             f->dup_name = 1;
@@ -798,6 +801,7 @@ static void test_leftovers_reported(void **state)
     run_until_claims(f, 3, 1000);
     run_for(f, 30);
     assert_int_equal(f->n, 3);
+    assert_int_equal(f->recovered, 3); /* all three flagged as leftovers */
     int seen_old = 0, seen_twice = 0, seen_hand = 0;
     char id_b[32] = "";
     for (int i = 0; i < 3; i++) {
