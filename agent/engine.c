@@ -51,6 +51,9 @@ typedef struct witem {
     char err[512];
 
     /* intake */
+    char *source;          /* NULL: the directory inbox */
+    rk_submit_cb ack;      /* networked sources: told after the commit */
+    void *ack_arg;
     char *claimed_path;
     char *name;
     char *data;
@@ -94,6 +97,12 @@ struct slot {
     wqueue q;
 };
 
+typedef struct src_entry {
+    struct src_entry *next;
+    const rk_source_ops *ops;
+    void *src;
+} src_entry;
+
 struct rk_engine {
     uv_loop_t *loop;
     const rk_config *cfg;
@@ -106,6 +115,7 @@ struct rk_engine {
     pthread_rwlock_t reg_lock;
     rk_inbox *inbox;
     char source[1100];
+    src_entry *sources;    /* networked sources */
 
     uv_check_t check;
     uv_timer_t retry_timer;
@@ -168,6 +178,7 @@ static witem *witem_new(rk_engine *e, wkind kind)
 
 static void witem_free(witem *w)
 {
+    free(w->source);
     free(w->claimed_path);
     free(w->name);
     free(w->data);
@@ -189,10 +200,12 @@ static void intake_work(uv_work_t *req)
 {
     witem *w = req->data;
     const rk_config *cfg = w->e->cfg;
-    w->rc = rk_inbox_read(&cfg->inbox, w->claimed_path, w->name, &w->data, &w->len, w->err,
-                          sizeof w->err);
-    if (w->rc)
-        return;
+    if (!w->data) { /* a file of the directory inbox; submitted data is in memory */
+        w->rc = rk_inbox_read(&cfg->inbox, w->claimed_path, w->name, &w->data, &w->len,
+                              w->err, sizeof w->err);
+        if (w->rc)
+            return;
+    }
     rk_sha256_hex(w->data, w->len, w->sha);
     w->rc = rk_deflate(w->data, w->len, &w->z, &w->zlen);
     if (w->rc) {
@@ -257,13 +270,46 @@ static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, i
     pump(e);
 }
 
+int rk_engine_submit(rk_engine *e, const char *source, const char *source_ref,
+                     const void *data, size_t len, rk_submit_cb ack, void *arg)
+{
+    if (e->stopping)
+        return RK_E_STATE;
+    if (len > e->cfg->max_document)
+        return RK_E_LIMIT;
+    witem *w = witem_new(e, W_INTAKE);
+    w->source = strdup(source);
+    w->name = strdup(source_ref);
+    w->data = rk_strndup(data, len);
+    w->len = len;
+    w->ack = ack;
+    w->ack_arg = arg;
+    if (!w->source || !w->name || !w->data) {
+        witem_free(w);
+        return -ENOMEM;
+    }
+    q_push(&e->intake_wait, w);
+    pump(e);
+    return 0;
+}
+
 static int commit_intake(rk_engine *e, witem *w)
 {
     if (w->rc)
         return w->rc;
+    if (w->source) {
+        /* a source that fetched the same submission twice stores it once */
+        int rc = rk_store_find_source_ref(e->store, w->source, w->name, &w->job_id);
+        if (rc == 0) {
+            w->phase = 1; /* mark: already stored, nothing to process */
+            return 0;
+        }
+        if (rc != RK_E_NOTFOUND)
+            return rc;
+    }
     rk_submission_in in = {
         .uid = w->uid,
-        .source = e->source,
+        .source = w->source ? w->source : e->source,
         .source_ref = w->name,
         .sha256 = w->sha,
         .size = w->len,
@@ -276,20 +322,31 @@ static int commit_intake(rk_engine *e, witem *w)
 
 static void post_intake(rk_engine *e, witem *w, int committed)
 {
-    if (w->rc) {
+    if (w->ack) {
+        /* a networked source: it acknowledges upstream only now */
+        if (!committed && !w->rc)
+            w->rc = RK_E_DB;
+        w->ack(w->ack_arg, w->rc, w->rc ? 0 : w->job_id,
+               w->rc ? (w->err[0] ? w->err : rk_strerror(w->rc)) : NULL);
+        if (w->rc || w->phase == 1) {
+            witem_free(w);
+            return;
+        }
+    } else if (w->rc) {
         /* could not be taken in: error folder with the reason beside it */
         rk_inbox_fail(e->inbox, w->claimed_path, w->name, w->err);
         witem_free(w);
         return;
-    }
-    if (!committed) {
+    } else if (!committed) {
         witem_free(w); /* stays claimed; recovered on the next start */
         return;
     }
-    int rc = rk_inbox_done(e->inbox, w->claimed_path, w->name);
-    if (rc)
-        rk_warn("intake", "job %lld: stored, but the inbox file could not be archived: %s",
-                (long long)w->job_id, rk_strerror(rc));
+    if (!w->ack) {
+        int rc = rk_inbox_done(e->inbox, w->claimed_path, w->name);
+        if (rc)
+            rk_warn("intake", "job %lld: stored, but the inbox file could not be archived: %s",
+                    (long long)w->job_id, rk_strerror(rc));
+    }
     /* hand the document on to processing without reading it back */
     witem *p = witem_new(e, W_PROCESS);
     p->job_id = w->job_id;
@@ -770,6 +827,29 @@ static int engine_idle(rk_engine *e)
     return 1;
 }
 
+static int sources_idle(rk_engine *e)
+{
+    for (src_entry *s = e->sources; s; s = s->next)
+        if (s->ops->idle && !s->ops->idle(s->src))
+            return 0;
+    return 1;
+}
+
+void rk_engine_add_source(rk_engine *e, const rk_source_ops *ops, void *src)
+{
+    src_entry *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->ops = ops;
+    s->src = src;
+    s->next = e->sources;
+    e->sources = s;
+}
+
+uv_loop_t *rk_engine_loop(rk_engine *e) { return e->loop; }
+
+const rk_config *rk_engine_config(rk_engine *e) { return e->cfg; }
+
 static void on_check(uv_check_t *h)
 {
     rk_engine *e = h->data;
@@ -780,7 +860,8 @@ static void on_check(uv_check_t *h)
         flush(e);
         pump(e);
     }
-    if (e->once && !e->stopping && engine_idle(e) && e->inbox && rk_inbox_idle(e->inbox)) {
+    if (e->once && !e->stopping && engine_idle(e) && e->inbox && rk_inbox_idle(e->inbox) &&
+        sources_idle(e)) {
         rk_info("engine", "--once: inbox empty and queue idle");
         rk_engine_stop(e);
     }
@@ -851,6 +932,12 @@ static void on_inbox_closed(void *arg)
     on_handle_closed((uv_handle_t *)&e->check); /* the inbox counted as one handle */
 }
 
+static void on_source_closed(void *arg)
+{
+    rk_engine *e = arg;
+    on_handle_closed((uv_handle_t *)&e->check); /* each source counted as one handle */
+}
+
 /* Once stopping and nothing is in flight: close everything. */
 static void maybe_finish(rk_engine *e)
 {
@@ -882,6 +969,13 @@ static void maybe_finish(rk_engine *e)
     rk_registry_free(e->reg);
     e->reg = NULL;
     rk_info("engine", "stopped");
+    while (e->sources) {
+        src_entry *src = e->sources;
+        e->sources = src->next;
+        e->handles_open++;
+        src->ops->stop(src->src, on_source_closed, e);
+        free(src);
+    }
     uv_close((uv_handle_t *)&e->check, on_handle_closed);
     uv_close((uv_handle_t *)&e->retry_timer, on_handle_closed);
     if (e->inbox)
@@ -998,8 +1092,15 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
         maybe_finish(e);
         return rc;
     }
-    arm_retry_timer(e);
     *out = e;
+    rc = rk_sources_start(e, err, errlen);
+    if (rc) {
+        *out = NULL;
+        e->done_cb = NULL;
+        rk_engine_stop(e);
+        return rc;
+    }
+    arm_retry_timer(e);
     return 0;
 fail:
     rk_store_close(e->store);

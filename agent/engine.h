@@ -15,6 +15,8 @@
 #ifndef RK_ENGINE_H
 #define RK_ENGINE_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 #include "config.h"
 
@@ -33,6 +35,36 @@ void rk_engine_stop(rk_engine *e);
 
 /* Re-reads the job folder; broken files keep their old version. */
 void rk_engine_reload(rk_engine *e);
+
+/* ---- sources other than the directory inbox ---------------------------
+ *
+ * A networked source (HTTP inbox, FIT-Connect) hands each document to the
+ * engine with rk_engine_submit and acknowledges it upstream only in its
+ * ack callback, which runs on the loop thread after the submission is
+ * committed (rc 0, job_id set) or could not be stored (rc < 0, reason in
+ * msg).  A document whose (source, source_ref) is already stored is not
+ * stored again: ack gets rc 0 and the existing job id, so a source that
+ * fetches the same submission twice stores it once.  data is copied. */
+typedef void (*rk_submit_cb)(void *arg, int rc, int64_t job_id, const char *msg);
+int rk_engine_submit(rk_engine *e, const char *source, const char *source_ref,
+                     const void *data, size_t len, rk_submit_cb ack, void *arg);
+
+/* What the engine needs of a source: whether it has nothing left to do
+ * (for --once) and how to stop it (drain).  stop must call done(done_arg)
+ * once every handle of the source is closed. */
+typedef struct rk_source_ops {
+    const char *name;
+    int (*idle)(void *src);
+    void (*stop)(void *src, void (*done)(void *done_arg), void *done_arg);
+} rk_source_ops;
+/* Registers a source; the engine stops it when it stops. */
+void rk_engine_add_source(rk_engine *e, const rk_source_ops *ops, void *src);
+uv_loop_t *rk_engine_loop(rk_engine *e);
+const rk_config *rk_engine_config(rk_engine *e);
+
+/* Starts the sources configured in cfg other than the directory inbox
+ * (agent/sources.c).  Called by rk_engine_start. */
+int rk_sources_start(rk_engine *e, char *err, size_t errlen);
 
 /* The job validator the engine installs (rk_registry_set_validator): the
  * job's connector loads and accepts its settings.  arg is the rk_config. */
