@@ -72,13 +72,11 @@ typedef struct witem {
     char *root_name;
     char today[16];
 
-    /* deliver */
-    slot *slot;
-    int attempts;
-    rk_deliver_status status;
-    char message[1024];
-    char target_id[256];
-    int64_t retry_after_ms;
+    /* deliver: one round over the job's pending deliveries */
+    char *job_name;
+    struct dpart **parts;
+    size_t n_parts;
+    size_t outstanding;
 } witem;
 
 typedef struct wqueue {
@@ -86,15 +84,32 @@ typedef struct wqueue {
     size_t n;
 } wqueue;
 
-/* One connector instance per job, delivering one record at a time. */
+/* One delivery of a round: one record to one connector of the job. */
+typedef struct dpart {
+    uv_work_t req;
+    struct dpart *next;   /* in its slot's queue */
+    witem *round;
+    size_t ci;            /* index into round->job->connectors */
+    slot *slot;
+    rk_delivery d;        /* the delivery row: id, name, attempts, key */
+    rk_deliver_status status;
+    char message[1024];
+    char target_id[256];
+    int64_t retry_after_ms;
+} dpart;
+
+/* One connector instance per (job, connector name), delivering one record
+ * at a time.  It is opened on a worker at its first delivery and reopened
+ * when a reload brought a new version of the job. */
 struct slot {
     slot *next;
     char *job_name;
-    rk_job *job;     /* referenced; NULL until the first delivery */
-    rk_conn *conn;   /* opened on a worker at the first delivery */
+    char *conn_name;
+    rk_job *job;     /* the version conn was opened for (referenced) */
+    rk_conn *conn;
     int busy;
-    int stale;       /* reload happened while busy */
-    wqueue q;
+    dpart *head, *tail;
+    size_t n;
 };
 
 typedef struct src_entry {
@@ -171,7 +186,6 @@ static witem *witem_new(rk_engine *e, wkind kind)
     w->e = e;
     w->kind = kind;
     w->req.data = w;
-    w->retry_after_ms = -1;
     rk_result_init(&w->res);
     return w;
 }
@@ -188,6 +202,10 @@ static void witem_free(witem *w)
     rk_result_free(&w->res);
     if (w->job)
         rk_job_unref(w->job);
+    for (size_t i = 0; i < w->n_parts; i++)
+        free(w->parts[i]);
+    free(w->parts);
+    free(w->job_name);
     free(w);
 }
 
@@ -468,7 +486,7 @@ static int commit_process(rk_engine *e, witem *w)
     return rk_store_transition(s, w->job_id, RK_ST_MAPPED, RK_ST_READY, ACTOR, reason);
 }
 
-static void enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name, int attempts);
+static void enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name);
 
 static void post_process(rk_engine *e, witem *w, int committed)
 {
@@ -477,76 +495,80 @@ static void post_process(rk_engine *e, witem *w, int committed)
         return;
     }
     if (w->outcome == P_MAPPED && !rk_result_blocked(&w->res))
-        enqueue_delivery(e, w->job_id, w->job->name, 0);
+        enqueue_delivery(e, w->job_id, w->job->name);
     witem_free(w);
 }
 
 /* ---- deliver ----------------------------------------------------------- */
 
-static slot *slot_for(rk_engine *e, const char *job_name)
+static slot *slot_for(rk_engine *e, const char *job_name, const char *conn_name)
 {
     for (slot *s = e->slots; s; s = s->next)
-        if (strcmp(s->job_name, job_name) == 0)
+        if (strcmp(s->job_name, job_name) == 0 && strcmp(s->conn_name, conn_name) == 0)
             return s;
     slot *s = calloc(1, sizeof *s);
     if (!s)
         abort();
     s->job_name = strdup(job_name);
+    s->conn_name = strdup(conn_name);
     s->next = e->slots;
     e->slots = s;
     return s;
 }
 
-static void enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name, int attempts)
+/* Queues a delivery round for a job in state ready.  The round first
+ * commits ready → delivering (durable before any connector runs, so a
+ * crash mid-delivery is seen and redelivered with the same keys). */
+static void enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name)
 {
     witem *w = witem_new(e, W_DELIVER);
     w->job_id = job_id;
-    w->attempts = attempts;
-    w->slot = slot_for(e, job_name);
-    q_push(&w->slot->q, w);
+    w->job_name = strdup(job_name);
+    q_push(&e->commitq, w);
 }
 
 static void deliver_work(uv_work_t *req)
 {
-    witem *w = req->data;
-    slot *s = w->slot;
+    dpart *p = req->data;
+    witem *w = p->round;
+    slot *s = p->slot;
+    const rk_job_connector *jc = &w->job->connectors[p->ci];
     const rk_config *cfg = w->e->cfg;
     if (!s->conn) {
         char err[512];
-        rk_plugin *p = rk_plugin_load(cfg->plugin_path, s->job->connector, err, sizeof err);
-        if (p)
-            s->conn = rk_conn_open(p, s->job->name, s->job->settings, s->job->n_settings, err,
+        rk_plugin *pl = rk_plugin_load(cfg->plugin_path, jc->plugin, err, sizeof err);
+        if (pl)
+            s->conn = rk_conn_open(pl, w->job->name, jc->settings, jc->n_settings, err,
                                    sizeof err);
         if (!s->conn) {
-            w->status = RK_DELIVER_FATAL;
-            snprintf(w->message, sizeof w->message, "connector %s unavailable: %s",
-                     s->job->connector, err);
+            p->status = RK_DELIVER_FATAL;
+            snprintf(p->message, sizeof p->message, "connector %s unavailable: %s", jc->name,
+                     err);
             return;
         }
     }
     rk_kv *kv = calloc(w->res.n_fields ? w->res.n_fields : 1, sizeof *kv);
     if (!kv) {
-        w->status = RK_DELIVER_RETRY;
-        snprintf(w->message, sizeof w->message, "out of memory");
+        p->status = RK_DELIVER_RETRY;
+        snprintf(p->message, sizeof p->message, "out of memory");
         return;
     }
     for (size_t i = 0; i < w->res.n_fields; i++) {
         kv[i].name = w->res.fields[i].name;
         kv[i].value = w->res.fields[i].value;
     }
-    char key[128], sub[32];
-    snprintf(key, sizeof key, "%s:%s", w->uid, s->job->name);
+    char sub[32];
     snprintf(sub, sizeof sub, "%lld", (long long)w->job_id);
     rk_record rec = {
         .struct_size = sizeof rec,
-        .idempotency_key = key,
+        .idempotency_key = p->d.key,
         .submission_id = sub,
-        .job_name = s->job->name,
+        .job_name = w->job->name,
         .fields = kv,
         .n_fields = w->res.n_fields,
     };
-    w->status = rk_conn_deliver(s->conn, &rec, w->message, sizeof w->message, w->target_id,
-                                sizeof w->target_id, &w->retry_after_ms);
+    p->status = rk_conn_deliver(s->conn, &rec, p->message, sizeof p->message, p->target_id,
+                                sizeof p->target_id, &p->retry_after_ms);
     free(kv);
 }
 
@@ -565,113 +587,207 @@ static int64_t backoff_ms(const rk_config *cfg, int attempts, int64_t retry_afte
     return half + (half > 0 ? (int64_t)(random() % (half + 1)) : 0);
 }
 
-static int commit_deliver(rk_engine *e, witem *w)
+/* Round, phase 0: ready → delivering, and the pending deliveries with
+ * the record they carry. */
+static int commit_round_start(rk_engine *e, witem *w)
 {
     rk_store *s = e->store;
-    int rc;
-    if (w->phase == 0) {
-        /* ready → delivering is durable before the connector runs, so a
-         * crash mid-delivery is seen and redelivered with the same key */
-        rc = rk_store_transition(s, w->job_id, RK_ST_READY, RK_ST_DELIVERING, ACTOR,
-                                 w->slot->job_name);
-        if (rc)
-            return rc;
-        char *data = NULL, *uid = NULL;
-        size_t len;
-        /* the uid only; the payload itself is not needed for delivery */
-        rc = rk_store_load_payload(s, w->job_id, e->cfg->max_document, &data, &len, &uid);
-        free(data);
-        if (rc == 0) {
-            snprintf(w->uid, sizeof w->uid, "%s", uid);
-            free(uid);
-        } else {
-            free(uid);
-            return rc;
-        }
-        return rk_store_load_result(s, w->job_id, &w->res);
+    pthread_rwlock_rdlock(&e->reg_lock);
+    w->job = rk_registry_find(e->reg, w->job_name);
+    pthread_rwlock_unlock(&e->reg_lock);
+    if (!w->job) {
+        rk_warn("deliver", "job %lld waits in state ready: job %s is not loaded",
+                (long long)w->job_id, w->job_name);
+        return RK_E_NOTFOUND;
     }
-    w->attempts++;
-    char why[1200];
-    switch (w->status) {
-    case RK_DELIVER_OK:
-        rc = rk_store_set_delivery(s, w->job_id, w->attempts, 0, NULL, w->target_id);
-        if (!rc) {
-            snprintf(why, sizeof why, "delivered by %s%s%s", w->slot->job->connector,
-                     w->target_id[0] ? ", target id " : "", w->target_id);
-            rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, RK_ST_DELIVERED, ACTOR,
-                                     why);
-        }
-        return rc;
-    case RK_DELIVER_PERMANENT:
-        rc = rk_store_set_delivery(s, w->job_id, w->attempts, 0, w->message, NULL);
-        if (!rc)
-            rc = rk_store_add_anomaly(s, w->job_id, "ANBINDUNG_ABGELEHNT", NULL, RK_SEV_BLOCK,
-                                      w->message);
-        if (!rc)
-            rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, RK_ST_REVIEW, ACTOR,
-                                     "held: ANBINDUNG_ABGELEHNT (target refused the record)");
-        return rc;
-    default: /* RETRY, FATAL: the record is fine, the target is not */
-        if (w->attempts >= e->cfg->max_attempts) {
-            rc = rk_store_set_delivery(s, w->job_id, w->attempts, 0, w->message, NULL);
-            snprintf(why, sizeof why, "attempts used up (%d): %s", w->attempts, w->message);
-            if (!rc)
-                rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, RK_ST_FAILED, ACTOR,
-                                         why);
-            return rc;
-        }
-        {
-            int64_t due = rk_now_ms() + backoff_ms(e->cfg, w->attempts, w->retry_after_ms);
-            rc = rk_store_set_delivery(s, w->job_id, w->attempts, due, w->message, NULL);
-            snprintf(why, sizeof why, "attempt %d: %s", w->attempts, w->message);
-            if (!rc)
-                rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, RK_ST_RETRY_WAIT,
-                                         ACTOR, why);
-            if (!rc && (e->next_retry_ms == 0 || due < e->next_retry_ms))
-                e->next_retry_ms = due;
-        }
+    char *data = NULL, *uid = NULL;
+    size_t len;
+    int rc = rk_store_load_payload(s, w->job_id, e->cfg->max_document, &data, &len, &uid);
+    free(data);
+    if (rc) {
+        free(uid);
         return rc;
     }
+    snprintf(w->uid, sizeof w->uid, "%s", uid);
+    free(uid);
+    if ((rc = rk_store_load_result(s, w->job_id, &w->res)) != 0)
+        return rc;
+    w->parts = calloc(w->job->n_connectors, sizeof *w->parts);
+    if (!w->parts)
+        return -ENOMEM;
+    for (size_t i = 0; i < w->job->n_connectors; i++) {
+        const rk_job_connector *jc = &w->job->connectors[i];
+        char key[160];
+        snprintf(key, sizeof key, "%s:%s:%s", w->uid, w->job->name, jc->name);
+        rk_delivery d;
+        if ((rc = rk_store_delivery_get(s, w->job_id, jc->name, jc->plugin, key, &d)) != 0)
+            return rc;
+        if (strcmp(d.state, "pending") != 0)
+            continue; /* delivered in an earlier round */
+        dpart *p = calloc(1, sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        p->req.data = p;
+        p->round = w;
+        p->ci = i;
+        p->d = d;
+        p->retry_after_ms = -1;
+        w->parts[w->n_parts++] = p;
+    }
+    return rk_store_transition(s, w->job_id, RK_ST_READY, RK_ST_DELIVERING, ACTOR, NULL);
 }
 
-static void slot_release(rk_engine *e, slot *s)
+/* Round, phase 1: record each delivery and decide the job's state: all
+ * delivered → delivered; any refused → review; any out of attempts →
+ * failed; otherwise the ones left are retried after backoff. */
+static int commit_round_end(rk_engine *e, witem *w)
 {
-    s->busy = 0;
-    if (s->stale || e->stopping) {
-        if (s->conn)
-            rk_conn_close(s->conn);
-        s->conn = NULL;
-        if (s->job)
-            rk_job_unref(s->job);
-        s->job = NULL;
-        s->stale = 0;
+    rk_store *s = e->store;
+    int rc = 0, refused = 0, failed = 0, retry = 0, max_attempts = 0;
+    int64_t due = 0;
+    char first_target[256] = "";
+    rk_buf why;
+    rk_buf_init(&why, 4096);
+    for (size_t i = 0; i < w->n_parts && !rc; i++) {
+        dpart *p = w->parts[i];
+        int attempts = p->d.attempts + 1;
+        if (attempts > max_attempts)
+            max_attempts = attempts;
+        const char *name = p->d.name;
+        switch (p->status) {
+        case RK_DELIVER_OK:
+            rc = rk_store_delivery_set(s, p->d.id, "delivered", attempts, NULL, p->target_id);
+            if (!first_target[0])
+                snprintf(first_target, sizeof first_target, "%s", p->target_id);
+            rk_buf_appendf(&why, "%s%s: delivered%s%s", why.len ? "; " : "", name,
+                           p->target_id[0] ? ", target id " : "", p->target_id);
+            break;
+        case RK_DELIVER_PERMANENT:
+            refused++;
+            rc = rk_store_delivery_set(s, p->d.id, "refused", attempts, p->message, NULL);
+            if (!rc)
+                rc = rk_store_add_anomaly(s, w->job_id, "ANBINDUNG_ABGELEHNT", NULL,
+                                          RK_SEV_BLOCK, p->message);
+            rk_buf_appendf(&why, "%s%s: refused by the target", why.len ? "; " : "", name);
+            break;
+        default: /* RETRY, FATAL: the record is fine, the target is not */
+            if (attempts >= e->cfg->max_attempts) {
+                failed++;
+                rc = rk_store_delivery_set(s, p->d.id, "failed", attempts, p->message, NULL);
+                rk_buf_appendf(&why, "%s%s: attempts used up (%d): %s", why.len ? "; " : "",
+                               name, attempts, p->message);
+            } else {
+                retry++;
+                rc = rk_store_delivery_set(s, p->d.id, "pending", attempts, p->message, NULL);
+                int64_t t = rk_now_ms() + backoff_ms(e->cfg, attempts, p->retry_after_ms);
+                if (!due || t < due)
+                    due = t;
+                rk_buf_appendf(&why, "%s%s: attempt %d: %s", why.len ? "; " : "", name,
+                               attempts, p->message);
+            }
+            break;
+        }
     }
+    const char *last_error = NULL;
+    for (size_t i = 0; i < w->n_parts; i++)
+        if (w->parts[i]->status != RK_DELIVER_OK)
+            last_error = w->parts[i]->message;
+    const char *to = refused ? RK_ST_REVIEW
+                     : failed ? RK_ST_FAILED
+                     : retry  ? RK_ST_RETRY_WAIT
+                              : RK_ST_DELIVERED;
+    if (!rc)
+        rc = rk_store_set_delivery(s, w->job_id, max_attempts,
+                                   strcmp(to, RK_ST_RETRY_WAIT) == 0 ? due : 0, last_error,
+                                   first_target);
+    if (!rc)
+        rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, to, ACTOR,
+                                 why.len ? why.data : "nothing left to deliver");
+    if (!rc && strcmp(to, RK_ST_RETRY_WAIT) == 0 &&
+        (e->next_retry_ms == 0 || due < e->next_retry_ms))
+        e->next_retry_ms = due;
+    rk_buf_free(&why);
+    return rc;
+}
+
+static int commit_deliver(rk_engine *e, witem *w)
+{
+    return w->phase == 0 ? commit_round_start(e, w) : commit_round_end(e, w);
+}
+
+static void after_part(uv_work_t *req, int status)
+{
+    dpart *p = req->data;
+    witem *w = p->round;
+    rk_engine *e = w->e;
+    (void)status;
+    e->inflight--;
+    p->slot->busy = 0;
+    if (p->status == RK_DELIVER_FATAL && p->slot->conn) {
+        rk_conn_close(p->slot->conn); /* reopened at the next delivery */
+        p->slot->conn = NULL;
+    }
+    if (--w->outstanding == 0)
+        q_push(&e->commitq, w); /* phase 1 */
 }
 
 static void arm_retry_timer(rk_engine *e);
 
 static void post_deliver(rk_engine *e, witem *w, int committed)
 {
-    slot *s = w->slot;
     if (w->phase == 0) {
         if (!committed) {
-            rk_error("deliver", "job %lld: could not start delivery", (long long)w->job_id);
-            slot_release(e, s);
-            witem_free(w);
+            witem_free(w); /* stays ready; picked up again by a later sweep or start */
             return;
         }
         w->phase = 1;
-        e->inflight++;
-        uv_queue_work(e->loop, &w->req, deliver_work, after_pool);
+        if (w->n_parts == 0) {
+            q_push(&e->commitq, w); /* everything was delivered before */
+            return;
+        }
+        w->outstanding = w->n_parts;
+        for (size_t i = 0; i < w->n_parts; i++) {
+            dpart *p = w->parts[i];
+            p->slot = slot_for(e, w->job->name, p->d.name);
+            p->next = NULL;
+            if (p->slot->tail)
+                p->slot->tail->next = p;
+            else
+                p->slot->head = p;
+            p->slot->tail = p;
+            p->slot->n++;
+        }
         return;
     }
-    if (w->status == RK_DELIVER_FATAL && s->conn) {
-        rk_conn_close(s->conn); /* reopened at the next delivery */
-        s->conn = NULL;
-    }
-    slot_release(e, s);
     witem_free(w);
     arm_retry_timer(e);
+}
+
+/* Starts the next queued delivery of each idle connector instance. */
+static void pump_slots(rk_engine *e)
+{
+    for (slot *s = e->slots; s; s = s->next) {
+        if (s->busy || !s->head)
+            continue;
+        dpart *p = s->head;
+        s->head = p->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->n--;
+        if (s->job != p->round->job) {
+            /* first use, or a reload brought a new version of the job */
+            if (s->conn)
+                rk_conn_close(s->conn);
+            s->conn = NULL;
+            if (s->job)
+                rk_job_unref(s->job);
+            s->job = p->round->job;
+            rk_job_ref(s->job);
+        }
+        s->busy = 1;
+        e->inflight++;
+        uv_queue_work(e->loop, &p->req, deliver_work, after_part);
+    }
 }
 
 /* ---- retries ----------------------------------------------------------- */
@@ -692,7 +808,7 @@ static int on_retry_due(const rk_pending *p, void *arg)
     }
     if (rk_store_transition(d->e->store, p->job_id, RK_ST_RETRY_WAIT, RK_ST_READY, ACTOR,
                             "retry due") == 0)
-        enqueue_delivery(d->e, p->job_id, p->job, p->attempts);
+        enqueue_delivery(d->e, p->job_id, p->job);
     return 0;
 }
 
@@ -729,11 +845,15 @@ static void flush(rk_engine *e)
     int txn = rk_store_begin(e->store) == 0;
     for (witem *w = batch.head; w; w = w->next) {
         int rc;
+        /* each item is atomic within the batch: a failing one leaves no
+         * half of its writes behind and does not undo the others */
+        rk_store_savepoint(e->store);
         switch (w->kind) {
         case W_INTAKE: rc = commit_intake(e, w); break;
         case W_PROCESS: rc = commit_process(e, w); break;
         default: rc = commit_deliver(e, w); break;
         }
+        rk_store_savepoint_end(e->store, rc == 0);
         if (rc && !(w->kind == W_INTAKE && w->rc)) {
             rk_error("engine", "job %lld: could not record the result: %s",
                      (long long)w->job_id, rk_strerror(rc));
@@ -771,8 +891,10 @@ static void local_today(char *out, size_t n)
 /* Starts as much queued work as the limits allow. */
 static void pump(rk_engine *e)
 {
-    if (e->stopping)
+    if (e->stopping) {
+        pump_slots(e); /* rounds already delivering are finished while draining */
         return;
+    }
     while (e->inflight < e->max_inflight && e->process_wait.head) {
         witem *w = q_pop(&e->process_wait);
         if (!w->data) {
@@ -797,24 +919,7 @@ static void pump(rk_engine *e)
         e->inflight++;
         uv_queue_work(e->loop, &w->req, intake_work, after_pool);
     }
-    for (slot *s = e->slots; s; s = s->next) {
-        if (s->busy || !s->q.head)
-            continue;
-        if (!s->job) {
-            pthread_rwlock_rdlock(&e->reg_lock);
-            s->job = rk_registry_find(e->reg, s->job_name);
-            pthread_rwlock_unlock(&e->reg_lock);
-            if (!s->job) {
-                rk_warn("deliver", "job %s is not loaded; %zu deliveries wait in state ready",
-                        s->job_name, s->q.n);
-                while (s->q.head)
-                    witem_free(q_pop(&s->q));
-                continue;
-            }
-        }
-        s->busy = 1;
-        q_push(&e->commitq, q_pop(&s->q));
-    }
+    pump_slots(e);
 }
 
 static int engine_idle(rk_engine *e)
@@ -822,7 +927,7 @@ static int engine_idle(rk_engine *e)
     if (e->inflight || e->commitq.head || e->process_wait.head || e->intake_wait.head)
         return 0;
     for (slot *s = e->slots; s; s = s->next)
-        if (s->busy || s->q.head)
+        if (s->busy || s->head)
             return 0;
     return 1;
 }
@@ -878,9 +983,9 @@ static int on_pending(const rk_pending *p, void *arg)
          * delivery harmless */
         rk_store_transition(e->store, p->job_id, RK_ST_DELIVERING, RK_ST_READY, ACTOR,
                             "interrupted delivery; delivering again with the same key");
-        enqueue_delivery(e, p->job_id, p->job, p->attempts);
+        enqueue_delivery(e, p->job_id, p->job);
     } else if (strcmp(p->state, RK_ST_READY) == 0) {
-        enqueue_delivery(e, p->job_id, p->job, p->attempts);
+        enqueue_delivery(e, p->job_id, p->job);
     } else if (strcmp(p->state, RK_ST_RETRY_WAIT) == 0) {
         if (e->next_retry_ms == 0 || p->next_attempt_ms < e->next_retry_ms)
             e->next_retry_ms = p->next_attempt_ms ? p->next_attempt_ms : 1;
@@ -902,7 +1007,7 @@ static void recover(rk_engine *e)
     rk_store_pending(e->store, st, 0, on_pending, e);
     size_t n = e->process_wait.n;
     for (slot *s = e->slots; s; s = s->next)
-        n += s->q.n;
+        n += s->n;
     if (n)
         rk_info("engine", "resuming %zu unfinished jobs from the queue", n);
     if (e->once && e->next_retry_ms)
@@ -944,7 +1049,7 @@ static void maybe_finish(rk_engine *e)
     if (!e->stopping || e->finished || e->inflight || e->commitq.head)
         return;
     for (slot *s = e->slots; s; s = s->next)
-        if (s->busy)
+        if (s->busy || s->head)
             return;
     e->finished = 1;
     witem *w;
@@ -955,13 +1060,21 @@ static void maybe_finish(rk_engine *e)
     while (e->slots) {
         slot *s = e->slots;
         e->slots = s->next;
-        while ((w = q_pop(&s->q)) != NULL)
-            witem_free(w); /* still ready */
+        /* queued parts belong to rounds whose other parts finished or
+         * never started: those jobs stay delivering and are delivered
+         * again, with the same keys, on the next start */
+        while (s->head) {
+            dpart *p = s->head;
+            s->head = p->next;
+            if (--p->round->outstanding == 0)
+                witem_free(p->round);
+        }
         if (s->conn)
             rk_conn_close(s->conn);
         if (s->job)
             rk_job_unref(s->job);
         free(s->job_name);
+        free(s->conn_name);
         free(s);
     }
     rk_store_close(e->store);
@@ -1006,18 +1119,7 @@ void rk_engine_reload(rk_engine *e)
         rk_info("jobs", "reloaded: %zu jobs%s", rk_registry_count(e->reg),
                 errors ? " (some files have errors, see above)" : "");
     free(errors);
-    for (slot *s = e->slots; s; s = s->next) {
-        if (s->busy) {
-            s->stale = 1;
-        } else {
-            if (s->conn)
-                rk_conn_close(s->conn);
-            if (s->job)
-                rk_job_unref(s->job);
-            s->conn = NULL;
-            s->job = NULL;
-        }
-    }
+    /* connector instances reopen when a round of the new version arrives */
 }
 
 /* Job validator: the connector exists and takes the job's settings, so
@@ -1025,20 +1127,26 @@ void rk_engine_reload(rk_engine *e)
 int rk_engine_check_connector(const rk_job *job, void *arg, char *err, size_t errlen)
 {
     const rk_config *cfg = arg;
-    char msg[900];
-    rk_plugin *p = rk_plugin_load(cfg->plugin_path, job->connector, msg, sizeof msg);
-    if (!p) {
-        snprintf(err, errlen, "%s: %s", job->path, msg);
-        return RK_E_PLUGIN;
+    for (size_t i = 0; i < job->n_connectors; i++) {
+        const rk_job_connector *jc = &job->connectors[i];
+        char msg[900];
+        rk_plugin *p = rk_plugin_load(cfg->plugin_path, jc->plugin, msg, sizeof msg);
+        if (!p) {
+            snprintf(err, errlen, "%s:%d: %s", job->path, jc->line, msg);
+            return RK_E_PLUGIN;
+        }
+        rk_kv *kv = NULL;
+        size_t n = 0;
+        int rc = rk_settings_check(rk_plugin_descriptor(p), jc->settings, jc->n_settings, &kv,
+                                   &n, msg, sizeof msg);
+        rk_settings_free(kv, n);
+        if (rc) {
+            snprintf(err, errlen, "%s:%d: connector %s: %s", job->path, jc->line, jc->name,
+                     msg);
+            return rc;
+        }
     }
-    rk_kv *kv = NULL;
-    size_t n = 0;
-    int rc = rk_settings_check(rk_plugin_descriptor(p), job->settings, job->n_settings, &kv,
-                               &n, msg, sizeof msg);
-    rk_settings_free(kv, n);
-    if (rc)
-        snprintf(err, errlen, "%s: connector %s: %s", job->path, job->connector, msg);
-    return rc;
+    return 0;
 }
 
 int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,

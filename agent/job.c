@@ -673,12 +673,17 @@ static void free_job(rk_job *job)
         free(c->cells);
     }
     free(job->codelists);
-    free(job->connector);
-    for (size_t i = 0; i < job->n_settings; i++) {
-        free(job->settings[i].key);
-        free(job->settings[i].value);
+    for (size_t c = 0; c < job->n_connectors; c++) {
+        rk_job_connector *jc = &job->connectors[c];
+        free(jc->name);
+        free(jc->plugin);
+        for (size_t i = 0; i < jc->n_settings; i++) {
+            free(jc->settings[i].key);
+            free(jc->settings[i].value);
+        }
+        free(jc->settings);
     }
-    free(job->settings);
+    free(job->connectors);
     free(job);
 }
 
@@ -832,12 +837,23 @@ static void build_job(loadctx *lc, xmlNodePtr root, const rk_vars *vars)
                 if (is_job_el(r, "rule"))
                     parse_rule(lc, r);
         } else if (is_job_el(n, "connector")) {
-            job->connector = attr(n, "plugin");
+            job->connectors = grow(job->connectors, job->n_connectors, sizeof *job->connectors);
+            rk_job_connector *jc = &job->connectors[job->n_connectors++];
+            jc->line = line;
+            jc->plugin = attr(n, "plugin");
+            jc->name = attr(n, "name");
+            if (!jc->name)
+                jc->name = strdup(jc->plugin);
+            for (size_t k = 0; k + 1 < job->n_connectors; k++)
+                if (strcmp(job->connectors[k].name, jc->name) == 0)
+                    err_add(lc->e, "%s:%d: a second connector named '%s'; give each "
+                                   "connector of a job its own name=", lc->file, line,
+                            jc->name);
             for (xmlNodePtr s = n->children; s; s = s->next) {
                 if (!is_job_el(s, "set"))
                     continue;
-                job->settings = grow(job->settings, job->n_settings, sizeof *job->settings);
-                rk_setting *st = &job->settings[job->n_settings++];
+                jc->settings = grow(jc->settings, jc->n_settings, sizeof *jc->settings);
+                rk_setting *st = &jc->settings[jc->n_settings++];
                 st->key = attr(s, "key");
                 char *raw = text_of(s);
                 st->value = substitute(raw, vars, lc->file, (int)xmlGetLineNo(s), lc->e);

@@ -107,6 +107,17 @@ typedef struct rk_setting {
     char *value;
 } rk_setting;
 
+/* One delivery target of a job: a connector plugin with its settings.
+ * A job delivers every record to each of its connectors; name tells
+ * them apart (default: the plugin name). */
+typedef struct rk_job_connector {
+    char *name;
+    char *plugin;
+    rk_setting *settings;
+    size_t n_settings;
+    int line;
+} rk_job_connector;
+
 typedef struct rk_job {
     int refs;
     char *path;          /* the job file */
@@ -128,10 +139,8 @@ typedef struct rk_job {
     size_t n_tables;
     rk_codelist *codelists;
     size_t n_codelists;
-    char *connector;     /* plugin name */
-    rk_setting *settings;
-    size_t n_settings;
-    int four_eyes;       /* reserved for the review issue */
+    rk_job_connector *connectors; /* at least one */
+    size_t n_connectors;
 } rk_job;
 
 /* Variables for ${name} substitution in connector settings; ${env:NAME}

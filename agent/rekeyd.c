@@ -82,8 +82,11 @@ static int check_config(const rk_config *cfg)
     }
     for (size_t i = 0; i < rk_registry_count(reg); i++) {
         rk_job *j = rk_registry_at(reg, i);
-        printf("job %-24s ok: version %ld, root {%s}%s, connector %s\n", j->name,
-               j->version, j->root_ns, j->root_name, j->connector);
+        printf("job %-24s ok: version %ld, root {%s}%s, connector", j->name, j->version,
+               j->root_ns, j->root_name);
+        for (size_t c = 0; c < j->n_connectors; c++)
+            printf("%s %s (%s)", c ? "," : "", j->connectors[c].name, j->connectors[c].plugin);
+        putchar('\n');
     }
     int bad = errors != NULL;
     if (errors)

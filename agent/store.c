@@ -111,6 +111,20 @@ static const char *const migrations[] = {
     "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
     "  at_ms INTEGER NOT NULL);"
     "CREATE INDEX dupkeys_key ON dupkeys(key, at_ms);",
+    /* 2: one delivery per connector of a job, each with its own state,
+     * attempts and idempotency key */
+    "CREATE TABLE deliveries ("
+    "  id INTEGER PRIMARY KEY,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  name TEXT NOT NULL,"
+    "  plugin TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('pending','delivered','refused','failed')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  idempotency_key TEXT NOT NULL,"
+    "  target_id TEXT,"
+    "  last_error TEXT,"
+    "  updated_at TEXT NOT NULL,"
+    "  UNIQUE (job_id, name));",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -135,6 +149,9 @@ enum {
     Q_DUP_FIND,
     Q_DUP_ADD,
     Q_SET_DELIVERY,
+    Q_DLV_ADD,
+    Q_DLV_LOAD,
+    Q_DLV_SET,
     Q_COUNT
 };
 
@@ -170,6 +187,12 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_DUP_ADD] = "INSERT INTO dupkeys(key, job_id, at_ms) VALUES (?,?,?)",
     [Q_SET_DELIVERY] = "UPDATE jobs SET attempts = ?, next_attempt_at = ?, last_error = ?,"
                        " target_id = COALESCE(?, target_id) WHERE id = ?",
+    [Q_DLV_ADD] = "INSERT OR IGNORE INTO deliveries(job_id, name, plugin, state,"
+                  " idempotency_key, updated_at) VALUES (?,?,?,'pending',?,?)",
+    [Q_DLV_LOAD] = "SELECT id, name, state, attempts, idempotency_key FROM deliveries"
+                   " WHERE job_id = ? AND name = ?",
+    [Q_DLV_SET] = "UPDATE deliveries SET state = ?, attempts = ?, last_error = ?,"
+                  " target_id = COALESCE(?, target_id), updated_at = ? WHERE id = ?",
 };
 
 struct rk_store {
@@ -347,6 +370,15 @@ int rk_store_rollback(rk_store *s)
 {
     s->in_txn = 0;
     return exec(s, "ROLLBACK");
+}
+
+int rk_store_savepoint(rk_store *s) { return exec(s, "SAVEPOINT item"); }
+
+int rk_store_savepoint_end(rk_store *s, int keep)
+{
+    if (!keep && exec(s, "ROLLBACK TO item"))
+        return RK_E_DB;
+    return exec(s, "RELEASE item");
 }
 
 /* ---- write side -------------------------------------------------------- */
@@ -654,6 +686,57 @@ int rk_store_set_delivery(rk_store *s, int64_t job_id, int attempts, int64_t nex
     return step_done(s, st);
 }
 
+int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const char *plugin,
+                          const char *key, rk_delivery *out)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    sqlite3_stmt *st = stmt(s, Q_DLV_ADD);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    bind_text(st, 2, name);
+    bind_text(st, 3, plugin);
+    bind_text(st, 4, key);
+    bind_text(st, 5, at);
+    int rc = step_done(s, st);
+    if (rc)
+        return rc;
+    st = stmt(s, Q_DLV_LOAD);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    bind_text(st, 2, name);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        out->id = sqlite3_column_int64(st, 0);
+        snprintf(out->name, sizeof out->name, "%s", (const char *)sqlite3_column_text(st, 1));
+        snprintf(out->state, sizeof out->state, "%s", (const char *)sqlite3_column_text(st, 2));
+        out->attempts = sqlite3_column_int(st, 3);
+        snprintf(out->key, sizeof out->key, "%s", (const char *)sqlite3_column_text(st, 4));
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : RK_E_DB;
+}
+
+int rk_store_delivery_set(rk_store *s, int64_t delivery_id, const char *state, int attempts,
+                          const char *last_error, const char *target_id)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    sqlite3_stmt *st = stmt(s, Q_DLV_SET);
+    if (!st)
+        return RK_E_DB;
+    bind_text(st, 1, state);
+    sqlite3_bind_int(st, 2, attempts);
+    bind_text(st, 3, last_error);
+    bind_text(st, 4, target_id && *target_id ? target_id : NULL);
+    bind_text(st, 5, at);
+    sqlite3_bind_int64(st, 6, delivery_id);
+    return step_done(s, st);
+}
+
 int rk_store_pending(rk_store *s, const char *const *states, size_t limit,
                      int (*cb)(const rk_pending *p, void *arg), void *arg)
 {
@@ -821,6 +904,12 @@ json_t *rk_store_show_json(rk_store *s, int64_t job_id)
                         rows_json(s,
                                   "SELECT name, value, source, xpath, node"
                                   " FROM fields WHERE job_id = ? ORDER BY ord",
+                                  job_id, 1));
+    json_object_set_new(o, "deliveries",
+                        rows_json(s,
+                                  "SELECT name, plugin, state, attempts, target_id,"
+                                  " last_error, updated_at, idempotency_key"
+                                  " FROM deliveries WHERE job_id = ? ORDER BY id",
                                   job_id, 1));
     return o;
 }

@@ -48,6 +48,10 @@ const char *rk_store_errmsg(rk_store *s);
 int rk_store_begin(rk_store *s);
 int rk_store_commit(rk_store *s);
 int rk_store_rollback(rk_store *s);
+/* A savepoint inside a transaction: _end keeps (keep = 1) or undoes what
+ * was written since, so one item of a batch is all or nothing. */
+int rk_store_savepoint(rk_store *s);
+int rk_store_savepoint_end(rk_store *s, int keep);
 
 /* A new submission as taken from a source. */
 typedef struct rk_submission_in {
@@ -102,6 +106,23 @@ int rk_store_set_delivery(rk_store *s, int64_t job_id, int attempts,
                           int64_t next_attempt_ms, const char *last_error,
                           const char *target_id);
 
+/* One delivery of a job to one of its connectors.  States: pending (not
+ * yet in the target), delivered, refused (PERMANENT), failed (attempts
+ * used up). */
+typedef struct rk_delivery {
+    int64_t id;
+    char name[64];
+    char state[16];
+    int attempts;
+    char key[160];   /* the idempotency key, fixed when the row is made */
+} rk_delivery;
+/* The delivery row of (job, name), created pending with key when missing. */
+int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const char *plugin,
+                          const char *key, rk_delivery *out);
+/* Records the outcome of an attempt; target_id NULL keeps the old one. */
+int rk_store_delivery_set(rk_store *s, int64_t delivery_id, const char *state, int attempts,
+                          const char *last_error, const char *target_id);
+
 /* A job the engine must pick up (at start, or when due). */
 typedef struct rk_pending {
     int64_t job_id;
@@ -125,8 +146,8 @@ json_t *rk_store_status_json(rk_store *s);
  *   "anomalies": n, "codes": "A,B" or null}], newest first; state/job
  *   may be NULL. */
 json_t *rk_store_list_json(rk_store *s, const char *state, const char *job, size_t limit);
-/* One job with its submission, events, anomalies and fields; NULL when
- * there is no such job. */
+/* One job with its submission, events, anomalies, fields and deliveries;
+ * NULL when there is no such job. */
 json_t *rk_store_show_json(rk_store *s, int64_t job_id);
 
 #endif /* RK_STORE_H */
