@@ -45,6 +45,7 @@ typedef struct witem {
     rk_engine *e;
     wkind kind;
     int phase;             /* W_DELIVER: 0 = begin, 1 = end */
+    int tracked;           /* job_id is in the engine's held set */
     struct witem *next;
     int64_t job_id;
     int rc;
@@ -112,6 +113,79 @@ struct slot {
     size_t n;
 };
 
+/* The job ids the engine holds in memory (queued or in flight), so that
+ * a sweep of the store never queues a job twice.  Open addressing with
+ * linear probing and backward-shift deletion; 0 marks an empty slot (job
+ * ids start at 1). */
+typedef struct idset {
+    int64_t *slot;
+    size_t cap; /* a power of two */
+    size_t n;
+} idset;
+
+static size_t id_hash(int64_t id, size_t cap)
+{
+    uint64_t x = (uint64_t)id * 0x9E3779B97F4A7C15ull;
+    return (size_t)(x >> 32) & (cap - 1);
+}
+
+static int idset_has(const idset *s, int64_t id)
+{
+    if (!s->cap)
+        return 0;
+    for (size_t i = id_hash(id, s->cap);; i = (i + 1) & (s->cap - 1)) {
+        if (s->slot[i] == id)
+            return 1;
+        if (s->slot[i] == 0)
+            return 0;
+    }
+}
+
+static void idset_add(idset *s, int64_t id)
+{
+    if (idset_has(s, id))
+        return;
+    if ((s->n + 1) * 2 > s->cap) {
+        idset bigger = {calloc(s->cap ? s->cap * 2 : 64, sizeof(int64_t)),
+                        s->cap ? s->cap * 2 : 64, 0};
+        if (!bigger.slot)
+            abort();
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->slot[i])
+                idset_add(&bigger, s->slot[i]);
+        free(s->slot);
+        *s = bigger;
+    }
+    size_t i = id_hash(id, s->cap);
+    while (s->slot[i])
+        i = (i + 1) & (s->cap - 1);
+    s->slot[i] = id;
+    s->n++;
+}
+
+static void idset_del(idset *s, int64_t id)
+{
+    if (!s->cap)
+        return;
+    size_t i = id_hash(id, s->cap);
+    while (s->slot[i] != id) {
+        if (s->slot[i] == 0)
+            return;
+        i = (i + 1) & (s->cap - 1);
+    }
+    s->slot[i] = 0;
+    s->n--;
+    /* shift later members of the probe run back into the gap */
+    for (size_t j = (i + 1) & (s->cap - 1); s->slot[j]; j = (j + 1) & (s->cap - 1)) {
+        size_t home = id_hash(s->slot[j], s->cap);
+        if (((j - home) & (s->cap - 1)) >= ((j - i) & (s->cap - 1))) {
+            s->slot[i] = s->slot[j];
+            s->slot[j] = 0;
+            i = j;
+        }
+    }
+}
+
 typedef struct src_entry {
     struct src_entry *next;
     const rk_source_ops *ops;
@@ -134,6 +208,11 @@ struct rk_engine {
 
     uv_check_t check;
     uv_timer_t retry_timer;
+    uv_timer_t watch_timer;   /* other writers (rekeyctl), deadlines, purge */
+    int64_t data_version;
+    int64_t last_overdue_ms;
+    int64_t last_purge_ms;
+    idset held;               /* job ids queued or in flight */
     int64_t next_retry_ms;
     int handles_open;
 
@@ -192,6 +271,8 @@ static witem *witem_new(rk_engine *e, wkind kind)
 
 static void witem_free(witem *w)
 {
+    if (w->tracked)
+        idset_del(&w->e->held, w->job_id);
     free(w->source);
     free(w->claimed_path);
     free(w->name);
@@ -207,6 +288,16 @@ static void witem_free(witem *w)
     free(w->parts);
     free(w->job_name);
     free(w);
+}
+
+/* A work item for a job: the job is held in memory until it is freed. */
+static witem *job_item(rk_engine *e, wkind kind, int64_t job_id)
+{
+    witem *w = witem_new(e, kind);
+    w->job_id = job_id;
+    w->tracked = 1;
+    idset_add(&e->held, job_id);
+    return w;
 }
 
 static void pump(rk_engine *e);
@@ -366,8 +457,7 @@ static void post_intake(rk_engine *e, witem *w, int committed)
                     (long long)w->job_id, rk_strerror(rc));
     }
     /* hand the document on to processing without reading it back */
-    witem *p = witem_new(e, W_PROCESS);
-    p->job_id = w->job_id;
+    witem *p = job_item(e, W_PROCESS, w->job_id);
     p->data = w->data;
     p->len = w->len;
     w->data = NULL;
@@ -448,6 +538,9 @@ static int commit_process(rk_engine *e, witem *w)
     if (w->outcome == P_SCHEMA) {
         if ((rc = rk_store_save_result(s, w->job_id, &w->res)) != 0)
             return rc;
+        if (w->job->deadline_ms &&
+            (rc = rk_store_set_job_meta(s, w->job_id, NULL, w->job->deadline_ms)) != 0)
+            return rc;
         return rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_REVIEW, ACTOR,
                                    "SCHEMA: document violates the job's XSD");
     }
@@ -465,6 +558,13 @@ static int commit_process(rk_engine *e, witem *w)
     }
     if ((rc = rk_store_save_result(s, w->job_id, &w->res)) != 0)
         return rc;
+    const rk_mapped_field *ref =
+        w->job->reference ? rk_result_field(&w->res, w->job->reference) : NULL;
+    if ((ref && ref->value) || w->job->deadline_ms) {
+        rc = rk_store_set_job_meta(s, w->job_id, ref ? ref->value : NULL, w->job->deadline_ms);
+        if (rc)
+            return rc;
+    }
     char why[128];
     if ((rc = rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_VALIDATED, ACTOR,
                                   "valid against the job's XSD")))
@@ -494,8 +594,10 @@ static void post_process(rk_engine *e, witem *w, int committed)
         witem_free(w);
         return;
     }
-    if (w->outcome == P_MAPPED && !rk_result_blocked(&w->res))
+    if (w->outcome == P_MAPPED && !rk_result_blocked(&w->res)) {
+        w->tracked = 0; /* the delivery round holds the job from here */
         enqueue_delivery(e, w->job_id, w->job->name);
+    }
     witem_free(w);
 }
 
@@ -521,8 +623,7 @@ static slot *slot_for(rk_engine *e, const char *job_name, const char *conn_name)
  * crash mid-delivery is seen and redelivered with the same keys). */
 static void enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name)
 {
-    witem *w = witem_new(e, W_DELIVER);
-    w->job_id = job_id;
+    witem *w = job_item(e, W_DELIVER, job_id);
     w->job_name = strdup(job_name);
     q_push(&e->commitq, w);
 }
@@ -600,16 +701,11 @@ static int commit_round_start(rk_engine *e, witem *w)
                 (long long)w->job_id, w->job_name);
         return RK_E_NOTFOUND;
     }
-    char *data = NULL, *uid = NULL;
-    size_t len;
-    int rc = rk_store_load_payload(s, w->job_id, e->cfg->max_document, &data, &len, &uid);
-    free(data);
-    if (rc) {
-        free(uid);
+    rk_job_info ji;
+    int rc = rk_store_job_info(s, w->job_id, &ji);
+    if (rc)
         return rc;
-    }
-    snprintf(w->uid, sizeof w->uid, "%s", uid);
-    free(uid);
+    snprintf(w->uid, sizeof w->uid, "%s", ji.uid);
     if ((rc = rk_store_load_result(s, w->job_id, &w->res)) != 0)
         return rc;
     w->parts = calloc(w->job->n_connectors, sizeof *w->parts);
@@ -617,8 +713,11 @@ static int commit_round_start(rk_engine *e, witem *w)
         return -ENOMEM;
     for (size_t i = 0; i < w->job->n_connectors; i++) {
         const rk_job_connector *jc = &w->job->connectors[i];
+        /* stable for the submission, job and connector; a replay asked
+         * for new keys adds its suffix */
         char key[160];
-        snprintf(key, sizeof key, "%s:%s:%s", w->uid, w->job->name, jc->name);
+        snprintf(key, sizeof key, "%s:%s:%s%s%s", w->uid, w->job->name, jc->name,
+                 ji.key_suffix[0] ? ":" : "", ji.key_suffix);
         rk_delivery d;
         if ((rc = rk_store_delivery_get(s, w->job_id, jc->name, jc->plugin, key, &d)) != 0)
             return rc;
@@ -806,6 +905,8 @@ static int on_retry_due(const rk_pending *p, void *arg)
             d->next = p->next_attempt_ms;
         return 0;
     }
+    if (idset_has(&d->e->held, p->job_id))
+        return 0;
     if (rk_store_transition(d->e->store, p->job_id, RK_ST_RETRY_WAIT, RK_ST_READY, ACTOR,
                             "retry due") == 0)
         enqueue_delivery(d->e, p->job_id, p->job);
@@ -830,6 +931,80 @@ static void arm_retry_timer(rk_engine *e)
         return;
     int64_t wait = e->next_retry_ms - rk_now_ms();
     uv_timer_start(&e->retry_timer, on_retry_timer, (uint64_t)(wait > 0 ? wait : 0), 0);
+}
+
+/* ---- other writers, deadlines, retention -------------------------------- */
+
+/* A job the store has in a runnable state that the engine does not hold:
+ * queued by someone else (rekeyctl approve, retry, replay). */
+static int on_sweep_row(const rk_pending *p, void *arg)
+{
+    rk_engine *e = arg;
+    if (idset_has(&e->held, p->job_id))
+        return 0;
+    if (strcmp(p->state, RK_ST_READY) == 0) {
+        rk_info("engine", "job %lld: ready (decided outside the daemon)", (long long)p->job_id);
+        enqueue_delivery(e, p->job_id, p->job);
+    } else if (strcmp(p->state, RK_ST_RECEIVED) == 0) {
+        q_push(&e->process_wait, job_item(e, W_PROCESS, p->job_id));
+    } else if (strcmp(p->state, RK_ST_RETRY_WAIT) == 0) {
+        int64_t due = p->next_attempt_ms ? p->next_attempt_ms : 1;
+        if (e->next_retry_ms == 0 || due < e->next_retry_ms)
+            e->next_retry_ms = due;
+    }
+    return 0;
+}
+
+static void on_overdue(int64_t job_id, const char *job, void *arg)
+{
+    (void)arg;
+    rk_warn("deadline", "job %lld (%s): Bearbeitungsfrist überschritten", (long long)job_id,
+            job);
+}
+
+/* Runs every 500 ms: when another connection committed (PRAGMA
+ * data_version moved), picks up jobs it made runnable; once a minute warns
+ * about overdue jobs (again daily per job); once an hour purges what the
+ * jobs' retention allows. */
+static void on_watch(uv_timer_t *t)
+{
+    rk_engine *e = t->data;
+    if (e->stopping)
+        return;
+    int64_t dv = rk_store_data_version(e->store);
+    if (dv != e->data_version) {
+        e->data_version = dv;
+        static const char *const st[] = {RK_ST_RECEIVED, RK_ST_READY, RK_ST_RETRY_WAIT, NULL};
+        rk_store_pending(e->store, st, 0, on_sweep_row, e);
+        arm_retry_timer(e);
+        pump(e);
+    }
+    int64_t now = rk_now_ms();
+    if (now - e->last_overdue_ms >= 60000) {
+        e->last_overdue_ms = now;
+        rk_store_overdue_sweep(e->store, now, on_overdue, e);
+    }
+    if (now - e->last_purge_ms >= 3600000) {
+        e->last_purge_ms = now;
+        pthread_rwlock_rdlock(&e->reg_lock);
+        for (size_t i = 0; i < rk_registry_count(e->reg); i++) {
+            const rk_job *j = rk_registry_at(e->reg, i);
+            if (!j->retention_ms)
+                continue;
+            rk_purge_counts c;
+            if (rk_store_begin(e->store) == 0) {
+                int rc = rk_store_purge(e->store, now - j->retention_ms, j->name, 0, ACTOR, &c);
+                if (rc || rk_store_commit(e->store)) {
+                    rk_store_rollback(e->store);
+                    rk_error("purge", "job %s: retention purge failed", j->name);
+                } else if (c.jobs) {
+                    rk_info("purge", "job %s: purged %lld finished jobs older than the "
+                                     "retention time", j->name, (long long)c.jobs);
+                }
+            }
+        }
+        pthread_rwlock_unlock(&e->reg_lock);
+    }
 }
 
 /* ---- the commit cycle -------------------------------------------------- */
@@ -993,9 +1168,7 @@ static int on_pending(const rk_pending *p, void *arg)
         if (strcmp(p->state, RK_ST_RECEIVED) != 0)
             rk_store_transition(e->store, p->job_id, p->state, RK_ST_RECEIVED, ACTOR,
                                 "interrupted processing; processing again");
-        witem *w = witem_new(e, W_PROCESS);
-        w->job_id = p->job_id;
-        q_push(&e->process_wait, w);
+        q_push(&e->process_wait, job_item(e, W_PROCESS, p->job_id));
     }
     return 0;
 }
@@ -1024,6 +1197,7 @@ static void on_handle_closed(uv_handle_t *h)
         void *arg = e->done_arg;
         int status = e->status;
         pthread_rwlock_destroy(&e->reg_lock);
+        free(e->held.slot);
         free(e);
         if (cb)
             cb(arg, status);
@@ -1091,6 +1265,7 @@ static void maybe_finish(rk_engine *e)
     }
     uv_close((uv_handle_t *)&e->check, on_handle_closed);
     uv_close((uv_handle_t *)&e->retry_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&e->watch_timer, on_handle_closed);
     if (e->inbox)
         rk_inbox_stop(e->inbox, on_inbox_closed, e);
     else
@@ -1103,6 +1278,7 @@ void rk_engine_stop(rk_engine *e)
         return;
     e->stopping = 1;
     uv_timer_stop(&e->retry_timer);
+    uv_timer_stop(&e->watch_timer);
     rk_info("engine", "draining: %zu in flight", e->inflight);
     maybe_finish(e);
 }
@@ -1189,7 +1365,11 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
     uv_check_start(&e->check, on_check);
     uv_timer_init(loop, &e->retry_timer);
     e->retry_timer.data = e;
-    e->handles_open = 3; /* check, retry timer, inbox */
+    uv_timer_init(loop, &e->watch_timer);
+    e->watch_timer.data = e;
+    e->handles_open = 4; /* check, retry timer, watch timer, inbox */
+    e->data_version = rk_store_data_version(e->store);
+    e->last_purge_ms = rk_now_ms() - 3600000 + 60000; /* first purge a minute after start */
     recover(e);
     rc = rk_inbox_start(loop, &cfg->inbox, on_claim, e, &e->inbox, err, errlen);
     if (rc) {
@@ -1209,6 +1389,8 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
         return rc;
     }
     arm_retry_timer(e);
+    if (!once)
+        uv_timer_start(&e->watch_timer, on_watch, 500, 500);
     return 0;
 fail:
     rk_store_close(e->store);

@@ -684,6 +684,7 @@ static void free_job(rk_job *job)
         free(jc->settings);
     }
     free(job->connectors);
+    free(job->reference);
     free(job);
 }
 
@@ -740,6 +741,20 @@ const char *rk_codelist_lookup(const rk_codelist *cl, const char *code, const ch
             return cl->cells[r * cl->n_columns + col];
     }
     return NULL;
+}
+
+/* A duration attribute ("3d", schema-checked) in ms; 0 when absent. */
+static int64_t duration_attr(xmlNodePtr n, const char *name)
+{
+    char *v = attr(n, name);
+    if (!v)
+        return 0;
+    char *end;
+    long long k = strtoll(v, &end, 10);
+    int64_t unit = *end == 's' ? 1000 : *end == 'm' ? 60000 : *end == 'h' ? 3600000
+                 : *end == 'd' ? 86400000LL : *end == 'w' ? 7 * 86400000LL : 0;
+    free(v);
+    return (int64_t)k * unit;
 }
 
 /* Walks a schema-valid job document into job. */
@@ -836,6 +851,16 @@ static void build_job(loadctx *lc, xmlNodePtr root, const rk_vars *vars)
             for (xmlNodePtr r = n->children; r; r = r->next)
                 if (is_job_el(r, "rule"))
                     parse_rule(lc, r);
+        } else if (is_job_el(n, "review")) {
+            char *v = attr(n, "four-eyes");
+            job->four_eyes = v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+            free(v);
+            job->deadline_ms = duration_attr(n, "deadline");
+            job->retention_ms = duration_attr(n, "retention");
+            job->reference = attr(n, "reference");
+            if (job->reference && !has_field(job, job->reference))
+                err_add(lc->e, "%s:%d: review reference names field '%s', which the map does "
+                               "not define", lc->file, line, job->reference);
         } else if (is_job_el(n, "connector")) {
             job->connectors = grow(job->connectors, job->n_connectors, sizeof *job->connectors);
             rk_job_connector *jc = &job->connectors[job->n_connectors++];

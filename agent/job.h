@@ -141,6 +141,11 @@ typedef struct rk_job {
     size_t n_codelists;
     rk_job_connector *connectors; /* at least one */
     size_t n_connectors;
+    /* <review>: */
+    int four_eyes;        /* approver must not be a corrector */
+    int64_t deadline_ms;  /* processing deadline from receipt; 0 = none */
+    char *reference;      /* mapped field holding the reference number, or NULL */
+    int64_t retention_ms; /* automatic purge of finished jobs; 0 = never */
 } rk_job;
 
 /* Variables for ${name} substitution in connector settings; ${env:NAME}

@@ -8,6 +8,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,28 @@ static const char *const migrations[] = {
     "  last_error TEXT,"
     "  updated_at TEXT NOT NULL,"
     "  UNIQUE (job_id, name));",
+    /* 3: review and operations */
+    "ALTER TABLE jobs ADD COLUMN reference TEXT;"
+    "ALTER TABLE jobs ADD COLUMN replay_of INTEGER REFERENCES jobs(id);"
+    "ALTER TABLE jobs ADD COLUMN key_suffix TEXT;"
+    "ALTER TABLE jobs ADD COLUMN deadline_at INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN overdue_warned_at INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN purged_at TEXT;"
+    "ALTER TABLE anomalies ADD COLUMN resolved_at TEXT;"
+    "ALTER TABLE anomalies ADD COLUMN resolved_by TEXT;"
+    "CREATE TABLE corrections ("
+    "  id INTEGER PRIMARY KEY,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  field TEXT NOT NULL,"
+    "  old_value TEXT,"
+    "  new_value TEXT,"
+    "  actor TEXT NOT NULL,"
+    "  at TEXT NOT NULL);"
+    "CREATE INDEX corrections_job ON corrections(job_id);"
+    "CREATE INDEX jobs_reference ON jobs(reference);"
+    "CREATE INDEX jobs_deadline ON jobs(state, deadline_at);"
+    "CREATE INDEX anomalies_code ON anomalies(code, job_id);"
+    "CREATE INDEX events_at ON events(at);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -560,7 +583,7 @@ int rk_store_add_anomaly(rk_store *s, int64_t job_id, const char *code, const ch
     return step_done(s, st);
 }
 
-int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r)
+int rk_store_save_fields(rk_store *s, int64_t job_id, const rk_result *r)
 {
     sqlite3_stmt *st = stmt(s, Q_DEL_FIELDS);
     if (!st)
@@ -568,12 +591,6 @@ int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r)
     sqlite3_bind_int64(st, 1, job_id);
     int rc = step_done(s, st);
     if (rc)
-        return rc;
-    st = stmt(s, Q_DEL_ANOM);
-    if (!st)
-        return RK_E_DB;
-    sqlite3_bind_int64(st, 1, job_id);
-    if ((rc = step_done(s, st)) != 0)
         return rc;
     for (size_t i = 0; i < r->n_fields; i++) {
         const rk_mapped_field *f = &r->fields[i];
@@ -590,6 +607,20 @@ int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r)
         if ((rc = step_done(s, st)) != 0)
             return rc;
     }
+    return 0;
+}
+
+int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r)
+{
+    int rc = rk_store_save_fields(s, job_id, r);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = stmt(s, Q_DEL_ANOM);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    if ((rc = step_done(s, st)) != 0)
+        return rc;
     for (size_t i = 0; i < r->n_anomalies; i++) {
         const rk_anomaly *a = &r->anomalies[i];
         rc = rk_store_add_anomaly(s, job_id, a->code, a->field, a->severity, a->message);
@@ -879,7 +910,10 @@ json_t *rk_store_show_json(rk_store *s, int64_t job_id)
     json_t *head = rows_json(
         s,
         "SELECT j.id, j.job, j.job_version, j.state, j.attempts, j.next_attempt_at,"
-        " j.created_at, j.updated_at, j.target_id, j.last_error,"
+        " j.created_at, j.updated_at, j.target_id, j.last_error, j.reference, j.replay_of,"
+        " CASE WHEN j.deadline_at IS NULL THEN NULL ELSE"
+        "   strftime('%Y-%m-%dT%H:%M:%fZ', j.deadline_at / 1000.0, 'unixepoch') END"
+        "   AS deadline_at, j.purged_at,"
         " s.id AS submission_id, s.uid, s.source, s.source_ref, s.received_at, s.sha256,"
         " s.size, s.root_ns, s.root_name, s.payload IS NOT NULL AS payload_stored"
         " FROM jobs j JOIN submissions s ON s.id = j.submission_id WHERE j.id = ?",
@@ -897,13 +931,19 @@ json_t *rk_store_show_json(rk_store *s, int64_t job_id)
                                   job_id, 1));
     json_object_set_new(o, "anomalies",
                         rows_json(s,
-                                  "SELECT code, field, severity, message, created_at"
+                                  "SELECT code, field, severity, message, created_at,"
+                                  " resolved_at, resolved_by"
                                   " FROM anomalies WHERE job_id = ? ORDER BY id",
                                   job_id, 1));
     json_object_set_new(o, "fields",
                         rows_json(s,
                                   "SELECT name, value, source, xpath, node"
                                   " FROM fields WHERE job_id = ? ORDER BY ord",
+                                  job_id, 1));
+    json_object_set_new(o, "corrections",
+                        rows_json(s,
+                                  "SELECT field, old_value, new_value, actor, at"
+                                  " FROM corrections WHERE job_id = ? ORDER BY id",
                                   job_id, 1));
     json_object_set_new(o, "deliveries",
                         rows_json(s,
@@ -912,4 +952,413 @@ json_t *rk_store_show_json(rk_store *s, int64_t job_id)
                                   " FROM deliveries WHERE job_id = ? ORDER BY id",
                                   job_id, 1));
     return o;
+}
+
+/* ---- review and operations ------------------------------------------- */
+
+/* Runs one statement with text/int64 parameters given as a format: 't'
+ * text (const char *), 'i' int64_t, 'n' NULL.  Not for the hot path:
+ * prepared each time. */
+static int run(rk_store *s, const char *sql, const char *fmt, ...)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        rk_error("store", "prepare failed: %s", sqlite3_errmsg(s->db));
+        return RK_E_DB;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    for (int i = 0; fmt && fmt[i]; i++) {
+        if (fmt[i] == 't')
+            bind_text(st, i + 1, va_arg(ap, const char *));
+        else if (fmt[i] == 'i')
+            sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        else
+            sqlite3_bind_null(st, i + 1);
+    }
+    va_end(ap);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        rk_error("store", "statement failed: %s", sqlite3_errmsg(s->db));
+        return RK_E_DB;
+    }
+    return 0;
+}
+
+/* The first column of the first row as int64 (0 when no row); a and t
+ * bind the first two parameters where the statement has them. */
+static int64_t scalar(rk_store *s, const char *sql, int64_t a, const char *t)
+{
+    sqlite3_stmt *st;
+    int64_t v = 0;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    if (sqlite3_bind_parameter_count(st) >= 1)
+        sqlite3_bind_int64(st, 1, a);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        bind_text(st, 2, t);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int rk_store_job_info(rk_store *s, int64_t job_id, rk_job_info *out)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT j.id, j.submission_id, COALESCE(j.job,''), j.state,"
+                           " s.uid, COALESCE(j.key_suffix,''), COALESCE(j.replay_of,0),"
+                           " COALESCE(j.deadline_at,0), j.attempts"
+                           " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+                           " WHERE j.id = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        out->id = sqlite3_column_int64(st, 0);
+        out->submission_id = sqlite3_column_int64(st, 1);
+        snprintf(out->job, sizeof out->job, "%s", (const char *)sqlite3_column_text(st, 2));
+        snprintf(out->state, sizeof out->state, "%s", (const char *)sqlite3_column_text(st, 3));
+        snprintf(out->uid, sizeof out->uid, "%s", (const char *)sqlite3_column_text(st, 4));
+        snprintf(out->key_suffix, sizeof out->key_suffix, "%s",
+                 (const char *)sqlite3_column_text(st, 5));
+        out->replay_of = sqlite3_column_int64(st, 6);
+        out->deadline_at = sqlite3_column_int64(st, 7);
+        out->attempts = sqlite3_column_int(st, 8);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+}
+
+int rk_store_set_job_meta(rk_store *s, int64_t job_id, const char *reference,
+                          int64_t deadline_ms)
+{
+    /* the deadline runs from receipt, also for a job processed later */
+    return run(s, "UPDATE jobs SET reference = ?1, deadline_at = CASE WHEN ?2 > 0 THEN"
+                  " (SELECT CAST(strftime('%s', received_at) AS INTEGER) * 1000 FROM"
+                  " submissions WHERE id = jobs.submission_id) + ?2 END WHERE id = ?3",
+               "tii", reference, deadline_ms, job_id);
+}
+
+int rk_store_note(rk_store *s, int64_t job_id, const char *actor, const char *reason)
+{
+    rk_job_info ji;
+    int rc = rk_store_job_info(s, job_id, &ji);
+    if (rc)
+        return rc;
+    return add_event(s, job_id, ji.state, ji.state, actor, reason);
+}
+
+int rk_store_set_field(rk_store *s, int64_t job_id, const char *field, const char *value,
+                       const char *actor, char **old_value)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT value FROM fields WHERE job_id = ? AND name = ?", -1,
+                           &st, NULL) != SQLITE_OK)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    bind_text(st, 2, field);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+    }
+    char *old = col_dup(st, 0);
+    sqlite3_finalize(st);
+    char at[32];
+    now_iso(at, sizeof at);
+    rc = run(s, "UPDATE fields SET value = ? WHERE job_id = ? AND name = ?", "tit", value,
+             job_id, field);
+    if (!rc)
+        rc = run(s, "INSERT INTO corrections(job_id, field, old_value, new_value, actor, at)"
+                    " VALUES (?,?,?,?,?,?)", "itttt" "t", job_id, field, old, value, actor, at);
+    if (!rc) {
+        char reason[200];
+        snprintf(reason, sizeof reason, "Feld korrigiert: %s (Korrektur %lld)", field,
+                 (long long)sqlite3_last_insert_rowid(s->db));
+        rc = rk_store_note(s, job_id, actor, reason);
+    }
+    if (old_value)
+        *old_value = old;
+    else
+        free(old);
+    return rc;
+}
+
+int rk_store_has_corrected(rk_store *s, int64_t job_id, const char *actor)
+{
+    return scalar(s, "SELECT count(*) FROM corrections WHERE job_id = ? AND actor = ?", job_id,
+                  actor) > 0;
+}
+
+/* Builds " AND code IN ('A','B')" for codes (quoted by SQLite's %Q). */
+static char *code_clause(const char *const *codes, size_t n, int negate)
+{
+    rk_buf b;
+    rk_buf_init(&b, 1u << 16);
+    if (codes && n) {
+        rk_buf_appendf(&b, " AND code %sIN (", negate ? "NOT " : "");
+        for (size_t i = 0; i < n; i++) {
+            char *q = sqlite3_mprintf("%Q", codes[i]);
+            rk_buf_appendf(&b, "%s%s", i ? "," : "", q);
+            sqlite3_free(q);
+        }
+        rk_buf_appendf(&b, ")");
+    }
+    return rk_buf_take(&b);
+}
+
+int rk_store_replace_open_anomalies(rk_store *s, int64_t job_id, const char *const *codes,
+                                    size_t n_codes, const rk_result *r)
+{
+    char *clause = code_clause(codes, n_codes, 0);
+    char sql[70000];
+    snprintf(sql, sizeof sql, "DELETE FROM anomalies WHERE job_id = ? AND resolved_at IS NULL%s",
+             clause);
+    free(clause);
+    int rc = n_codes ? run(s, sql, "i", job_id) : 0;
+    for (size_t i = 0; !rc && r && i < r->n_anomalies; i++) {
+        const rk_anomaly *a = &r->anomalies[i];
+        rc = rk_store_add_anomaly(s, job_id, a->code, a->field, a->severity, a->message);
+    }
+    return rc;
+}
+
+int rk_store_resolve_anomalies(rk_store *s, int64_t job_id, const char *field,
+                               const char *const *codes, size_t n_codes, const char *actor)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    char *clause = code_clause(codes, n_codes, 0);
+    char sql[70000];
+    snprintf(sql, sizeof sql,
+             "UPDATE anomalies SET resolved_at = ?, resolved_by = ?"
+             " WHERE job_id = ? AND resolved_at IS NULL%s%s",
+             field ? " AND field = ?" : "", clause);
+    free(clause);
+    return field ? run(s, sql, "ttit", at, actor, job_id, field)
+                 : run(s, sql, "tti", at, actor, job_id);
+}
+
+int rk_store_open_blocking(rk_store *s, int64_t job_id)
+{
+    return (int)scalar(s, "SELECT count(*) FROM anomalies WHERE job_id = ?"
+                          " AND resolved_at IS NULL AND severity = 'block'", job_id, NULL);
+}
+
+int rk_store_reset_deliveries(rk_store *s, int64_t job_id, const char *from_state)
+{
+    int rc = run(s, "UPDATE deliveries SET state = 'pending', attempts = 0 WHERE job_id = ?"
+                    " AND state = ?", "it", job_id, from_state);
+    if (!rc)
+        rc = run(s, "UPDATE jobs SET attempts = 0, next_attempt_at = NULL WHERE id = ?", "i",
+                 job_id);
+    return rc;
+}
+
+int rk_store_add_replay(rk_store *s, int64_t job_id, int new_key, const char *actor,
+                        int64_t *new_id)
+{
+    rk_job_info ji;
+    int rc = rk_store_job_info(s, job_id, &ji);
+    if (rc)
+        return rc;
+    char at[32], suffix[40] = "";
+    now_iso(at, sizeof at);
+    if (new_key && (rc = rk_random_hex(8, suffix)) != 0)
+        return rc;
+    rc = run(s, "INSERT INTO jobs(submission_id, state, created_at, updated_at, replay_of,"
+                " key_suffix) VALUES (?, 'received', ?, ?, ?, ?)",
+             "ittit", ji.submission_id, at, at, job_id, suffix[0] ? suffix : NULL);
+    if (rc)
+        return rc;
+    *new_id = sqlite3_last_insert_rowid(s->db);
+    char reason[200];
+    snprintf(reason, sizeof reason, "replay of job %lld%s", (long long)job_id,
+             new_key ? " with new idempotency keys" : "");
+    rc = add_event(s, *new_id, NULL, RK_ST_RECEIVED, actor, reason);
+    if (!rc) {
+        snprintf(reason, sizeof reason, "replayed as job %lld", (long long)*new_id);
+        rc = rk_store_note(s, job_id, actor, reason);
+    }
+    return rc;
+}
+
+int rk_store_purge(rk_store *s, int64_t cutoff_ms, const char *job, int dry_run,
+                   const char *actor, rk_purge_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    char cutoff[32];
+    rk_time_iso(cutoff_ms, cutoff, sizeof cutoff);
+    /* the jobs to purge, in a temp table so every count and delete
+     * below agrees on the same set */
+    int rc = run(s, "DROP TABLE IF EXISTS temp.purge_jobs", NULL);
+    if (!rc)
+        rc = run(s, "CREATE TEMP TABLE purge_jobs AS SELECT id, submission_id FROM jobs"
+                    " WHERE state IN ('delivered','rejected','failed') AND updated_at < ?"
+                    " AND purged_at IS NULL AND (? IS NULL OR job = ?)",
+                 "ttt", cutoff, job, job);
+    if (rc)
+        return rc;
+    out->jobs = scalar(s, "SELECT count(*) FROM purge_jobs", 0, NULL);
+    out->fields = scalar(s, "SELECT count(*) FROM fields WHERE job_id IN"
+                            " (SELECT id FROM purge_jobs)", 0, NULL);
+    out->corrections = scalar(s, "SELECT count(*) FROM corrections WHERE job_id IN"
+                                 " (SELECT id FROM purge_jobs)", 0, NULL);
+    out->anomalies = scalar(s, "SELECT count(*) FROM anomalies WHERE message <> ''"
+                               " AND job_id IN (SELECT id FROM purge_jobs)",
+                            0, NULL);
+    /* a payload goes only when no unpurged, unfinished job still needs it */
+    static const char keep_payload[] =
+        " s.payload IS NOT NULL AND s.id IN (SELECT submission_id FROM purge_jobs)"
+        " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.submission_id = s.id"
+        " AND j.id NOT IN (SELECT id FROM purge_jobs) AND j.purged_at IS NULL)";
+    char sql[1024];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM submissions s WHERE%s",
+             keep_payload);
+    out->payloads = scalar(s, sql, 0, NULL);
+    if (dry_run || out->jobs == 0)
+        return run(s, "DROP TABLE temp.purge_jobs", NULL);
+    char at[32];
+    now_iso(at, sizeof at);
+    snprintf(sql, sizeof sql, "UPDATE submissions AS s SET payload = NULL WHERE%s",
+             keep_payload);
+    rc = run(s, sql, NULL);
+    if (!rc)
+        rc = run(s, "DELETE FROM fields WHERE job_id IN (SELECT id FROM purge_jobs)", NULL);
+    if (!rc)
+        rc = run(s, "DELETE FROM corrections WHERE job_id IN (SELECT id FROM purge_jobs)",
+                 NULL);
+    if (!rc)
+        rc = run(s, "UPDATE anomalies SET message = '' WHERE job_id IN"
+                    " (SELECT id FROM purge_jobs)", NULL);
+    if (!rc)
+        rc = run(s, "UPDATE jobs SET purged_at = ?, reference = NULL, last_error = NULL"
+                    " WHERE id IN (SELECT id FROM purge_jobs)", "t", at);
+    if (!rc)
+        rc = run(s, "DELETE FROM dupkeys WHERE job_id IN (SELECT id FROM purge_jobs)", NULL);
+    if (!rc)
+        rc = run(s, "INSERT INTO events(job_id, at, actor, from_state, to_state, reason)"
+                    " SELECT p.id, ?, ?, j.state, j.state, 'purged after the retention time'"
+                    " FROM purge_jobs p JOIN jobs j ON j.id = p.id", "tt", at, actor);
+    if (!rc)
+        rc = run(s, "DROP TABLE temp.purge_jobs", NULL);
+    return rc;
+}
+
+int64_t rk_store_data_version(rk_store *s)
+{
+    return scalar(s, "PRAGMA data_version", 0, NULL);
+}
+
+json_t *rk_store_find_json(rk_store *s, const rk_list_filter *f)
+{
+    static const char sql[] =
+        "SELECT j.id, j.job, j.state, s.received_at, j.updated_at, j.attempts,"
+        " (SELECT count(*) FROM anomalies a WHERE a.job_id = j.id) AS anomalies,"
+        " (SELECT group_concat(code, ',') FROM anomalies a WHERE a.job_id = j.id"
+        "   AND a.resolved_at IS NULL) AS codes,"
+        " j.reference, s.source, s.source_ref, j.replay_of,"
+        " CASE WHEN j.deadline_at IS NULL THEN NULL ELSE"
+        "   strftime('%Y-%m-%dT%H:%M:%fZ', j.deadline_at / 1000.0, 'unixepoch') END"
+        "   AS deadline_at,"
+        " (j.deadline_at IS NOT NULL AND j.deadline_at < ?1"
+        "   AND j.state IN ('review','failed')) AS overdue"
+        " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+        " WHERE (?2 IS NULL OR j.state = ?2) AND (?3 IS NULL OR j.job = ?3)"
+        " AND (?4 IS NULL OR s.source = ?4) AND (?5 IS NULL OR s.source_ref = ?5)"
+        " AND (?6 IS NULL OR j.reference = ?6)"
+        " AND (?7 IS NULL OR EXISTS (SELECT 1 FROM anomalies a WHERE a.job_id = j.id"
+        "      AND a.code = ?7 AND a.resolved_at IS NULL))"
+        " AND (?8 IS NULL OR s.received_at >= ?8) AND (?9 IS NULL OR s.received_at < ?9)"
+        " AND (?10 = 0 OR (j.deadline_at < ?1 AND j.state IN ('review','failed')))"
+        " AND (?11 = 0 OR j.id < ?11)"
+        " ORDER BY j.id DESC LIMIT ?12";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        rk_error("store", "find: %s", sqlite3_errmsg(s->db));
+        return NULL;
+    }
+    sqlite3_bind_int64(st, 1, f->now_ms ? f->now_ms : rk_now_ms());
+    bind_text(st, 2, f->state);
+    bind_text(st, 3, f->job);
+    bind_text(st, 4, f->source);
+    bind_text(st, 5, f->source_ref);
+    bind_text(st, 6, f->reference);
+    bind_text(st, 7, f->code);
+    bind_text(st, 8, f->since);
+    bind_text(st, 9, f->until);
+    sqlite3_bind_int(st, 10, f->overdue ? 1 : 0);
+    sqlite3_bind_int64(st, 11, f->before_id);
+    sqlite3_bind_int64(st, 12, f->limit ? (sqlite3_int64)f->limit : -1);
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++) {
+            const char *name = sqlite3_column_name(st, i);
+            if (strcmp(name, "overdue") == 0)
+                json_object_set_new(o, name, json_boolean(sqlite3_column_int(st, i)));
+            else
+                json_object_set_new(o, name, col_json(st, i));
+        }
+        json_array_append_new(arr, o);
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+json_t *rk_store_events_json(rk_store *s, const char *since, const char *job,
+                             int64_t after_id, size_t limit)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT e.id, e.job_id, j.job, e.at, e.actor, e.from_state,"
+                           " e.to_state, e.reason FROM events e JOIN jobs j ON j.id = e.job_id"
+                           " WHERE e.id > ?1 AND (?2 IS NULL OR e.at >= ?2)"
+                           " AND (?3 IS NULL OR j.job = ?3) ORDER BY e.id LIMIT ?4",
+                           -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_int64(st, 1, after_id);
+    bind_text(st, 2, since);
+    bind_text(st, 3, job);
+    sqlite3_bind_int64(st, 4, limit ? (sqlite3_int64)limit : -1);
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            json_object_set_new(o, sqlite3_column_name(st, i), col_json(st, i));
+        json_array_append_new(arr, o);
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+int rk_store_overdue_sweep(rk_store *s, int64_t now_ms,
+                           void (*cb)(int64_t job_id, const char *job, void *arg), void *arg)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT id, COALESCE(job,'') FROM jobs"
+                           " WHERE state IN ('review','failed') AND deadline_at < ?1"
+                           " AND (overdue_warned_at IS NULL OR overdue_warned_at < ?1 - 86400000)"
+                           " ORDER BY id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, now_ms);
+    int64_t ids[256];
+    size_t n = 0;
+    while (n < 256 && sqlite3_step(st) == SQLITE_ROW) {
+        ids[n] = sqlite3_column_int64(st, 0);
+        cb(ids[n], (const char *)sqlite3_column_text(st, 1), arg);
+        n++;
+    }
+    sqlite3_finalize(st);
+    for (size_t i = 0; i < n; i++)
+        if (run(s, "UPDATE jobs SET overdue_warned_at = ? WHERE id = ?", "ii", now_ms, ids[i]))
+            return RK_E_DB;
+    return 0;
 }

@@ -88,6 +88,8 @@ int rk_store_set_match(rk_store *s, int64_t job_id, const char *job, long versio
 int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const char *to,
                         const char *actor, const char *reason);
 
+/* Replaces the mapped fields of a job with those of r. */
+int rk_store_save_fields(rk_store *s, int64_t job_id, const rk_result *r);
 /* Replaces the mapped fields and anomalies of a job with those of r. */
 int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r);
 /* Appends one anomaly. */
@@ -146,8 +148,91 @@ json_t *rk_store_status_json(rk_store *s);
  *   "anomalies": n, "codes": "A,B" or null}], newest first; state/job
  *   may be NULL. */
 json_t *rk_store_list_json(rk_store *s, const char *state, const char *job, size_t limit);
-/* One job with its submission, events, anomalies, fields and deliveries;
- * NULL when there is no such job. */
+/* ---- review and operations (used by agent/review.c) ---- */
+
+typedef struct rk_job_info {
+    int64_t id;
+    int64_t submission_id;
+    char job[64];        /* "" when no job took it */
+    char state[16];
+    char uid[40];        /* the submission's uid */
+    char key_suffix[40]; /* "" unless a replay asked for new keys */
+    int64_t replay_of;   /* 0 when not a replay */
+    int64_t deadline_at; /* ms, 0 = none */
+    int attempts;
+} rk_job_info;
+int rk_store_job_info(rk_store *s, int64_t job_id, rk_job_info *out);
+/* Reference number of a job and its deadline (deadline_ms after receipt;
+ * 0 = none), set when it is mapped. */
+int rk_store_set_job_meta(rk_store *s, int64_t job_id, const char *reference,
+                          int64_t deadline_ms);
+/* An event that changes no state (from = to = the current state). */
+int rk_store_note(rk_store *s, int64_t job_id, const char *actor, const char *reason);
+/* Sets a mapped value, recording old and new in corrections and an event;
+ * RK_E_NOTFOUND when the job has no such field.  *old_value (may be NULL)
+ * gets the previous value (caller frees). */
+int rk_store_set_field(rk_store *s, int64_t job_id, const char *field, const char *value,
+                       const char *actor, char **old_value);
+/* 1 when actor corrected a field of the job. */
+int rk_store_has_corrected(rk_store *s, int64_t job_id, const char *actor);
+/* Deletes the job's open anomalies with one of codes and adds r's. */
+int rk_store_replace_open_anomalies(rk_store *s, int64_t job_id, const char *const *codes,
+                                    size_t n_codes, const rk_result *r);
+/* Marks open anomalies resolved by actor: of field (NULL = any) with one
+ * of codes (NULL/0 = any code). */
+int rk_store_resolve_anomalies(rk_store *s, int64_t job_id, const char *field,
+                               const char *const *codes, size_t n_codes, const char *actor);
+/* Number of open (unresolved) blocking anomalies. */
+int rk_store_open_blocking(rk_store *s, int64_t job_id);
+/* Deliveries in from_state become pending with attempts 0 (job too). */
+int rk_store_reset_deliveries(rk_store *s, int64_t job_id, const char *from_state);
+/* A new job (state received) for the same submission, linked by
+ * replay_of; new_key gives it idempotency keys of its own. */
+int rk_store_add_replay(rk_store *s, int64_t job_id, int new_key, const char *actor,
+                        int64_t *new_id);
+typedef struct rk_purge_counts {
+    int64_t jobs, payloads, fields, corrections, anomalies;
+} rk_purge_counts;
+/* Retention purge of finished jobs changed before cutoff_ms (see
+ * review.h: rk_ops_purge); counts what is (or would be) removed. */
+int rk_store_purge(rk_store *s, int64_t cutoff_ms, const char *job, int dry_run,
+                   const char *actor, rk_purge_counts *out);
+/* SQLite's data_version: changes when another connection committed. */
+int64_t rk_store_data_version(rk_store *s);
+
+/* Filters of rk_store_find_json; NULL/0 members do not filter. */
+typedef struct rk_list_filter {
+    const char *state;
+    const char *job;
+    const char *source;      /* e.g. "dir:/var/spool/rekey/inbox", "http:portal" */
+    const char *source_ref;  /* the source's id of a submission (file name, id) */
+    const char *reference;   /* the job's reference field (e.g. Antragsnummer) */
+    const char *code;        /* has an open anomaly with this code */
+    const char *since;       /* received at or after, ISO 8601 (prefix ok: 2026-11-26) */
+    const char *until;       /* received before, ISO 8601 */
+    int overdue;             /* only jobs in review/failed past their deadline */
+    int64_t now_ms;          /* for overdue; 0 = now */
+    int64_t before_id;       /* paging: only ids below this (newest first) */
+    size_t limit;            /* 0 = no limit */
+} rk_list_filter;
+/* Like rk_store_list_json with every filter, plus "reference", "source",
+ * "source_ref", "deadline_at" (ISO or null) and "overdue" (bool) per row;
+ * rows newest first, read with one statement (never the whole queue). */
+json_t *rk_store_find_json(rk_store *s, const rk_list_filter *f);
+
+/* The audit trail: events (newest last) with job id, job name, at, actor,
+ * from, to, reason; since is ISO 8601 (or NULL), job NULL for all, after_id
+ * for paging (events with id > after_id), limit 0 = all. */
+json_t *rk_store_events_json(rk_store *s, const char *since, const char *job,
+                             int64_t after_id, size_t limit);
+
+/* Jobs in review/failed past their deadline that were not warned about
+ * in the last 24 hours: calls cb per job and records the warning. */
+int rk_store_overdue_sweep(rk_store *s, int64_t now_ms,
+                           void (*cb)(int64_t job_id, const char *job, void *arg), void *arg);
+
+/* One job with its submission, events, anomalies, fields, deliveries and
+ * corrections; NULL when there is no such job. */
 json_t *rk_store_show_json(rk_store *s, int64_t job_id);
 
 #endif /* RK_STORE_H */

@@ -15,8 +15,10 @@
  * rk_delivered_at TIMESTAMPTZ DEFAULT now().  It is created at the first
  * delivery (the fields are known then); a later record with a new field
  * adds its column with ADD COLUMN IF NOT EXISTS.  Inserts use
- * ON CONFLICT (rk_idempotency_key) DO NOTHING RETURNING rk_id, so a
- * repeated delivery leaves one row and answers OK with the existing rk_id.
+ * ON CONFLICT (rk_idempotency_key) DO UPDATE ... RETURNING rk_id, so a
+ * repeated delivery leaves one row — with the values of the latest
+ * delivery, which a replay after a corrected mapping needs — and answers
+ * OK with its rk_id.
  *
  * Answers: a lost connection is reset once and the delivery tried again,
  * else RETRY; SQLSTATE classes 08, 40, 53, 55, 57, 58 and XX are RETRY;
@@ -544,7 +546,15 @@ static pg_outcome pg_attempt(pg_inst *in, const rk_record *rec, rk_deliver_resul
         snprintf(ph, sizeof ph, "%s$%zu", i ? ", " : "", i + 1);
         pg_add(&q, ph);
     }
-    pg_add(&q, ") ON CONFLICT (rk_idempotency_key) DO NOTHING RETURNING rk_id");
+    pg_add(&q, ") ON CONFLICT (rk_idempotency_key) DO UPDATE SET ");
+    for (size_t i = 0; i < rec->n_fields; i++) {
+        pg_add_ident(&q, rec->fields[i].name);
+        pg_add(&q, " = EXCLUDED.");
+        pg_add_ident(&q, rec->fields[i].name);
+        pg_add(&q, ", ");
+    }
+    /* xmax = 0 only for a row this statement inserted */
+    pg_add(&q, "rk_delivered_at = now() RETURNING rk_id, (xmax = 0)");
     params[rec->n_fields] = rec->idempotency_key;
     params[rec->n_fields + 1] = rec->submission_id;
     if (q.oom || np > 65535) {
@@ -564,8 +574,8 @@ static pg_outcome pg_attempt(pg_inst *in, const rk_record *rec, rk_deliver_resul
         pg_forget_cols(in);
         return o;
     }
-    int fresh = PQntuples(r) == 1;
-    if (!fresh) {
+    int fresh = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    if (PQntuples(r) != 1) {
         PQclear(r);
         pg_str s = {0};
         pg_add(&s, "SELECT rk_id FROM ");
@@ -590,7 +600,8 @@ static pg_outcome pg_attempt(pg_inst *in, const rk_record *rec, rk_deliver_resul
     const char *id = PQgetvalue(r, 0, 0);
     if (res->target_id && res->target_id_size > 0)
         snprintf(res->target_id, res->target_id_size, "%s", id);
-    pg_msg(res, fresh ? "inserted row rk_id %s" : "already delivered (rk_id %s)", id);
+    pg_msg(res, fresh ? "inserted row rk_id %s" : "updated the row delivered before (rk_id %s)",
+           id);
     PQclear(r);
     o.st = RK_DELIVER_OK;
     return o;

@@ -13,8 +13,10 @@
  * UTC).  Because the field names are only known when the first record
  * arrives, the table is created lazily in deliver(); a later record with
  * a new field adds its column (ALTER TABLE ADD COLUMN).  Inserts use
- * ON CONFLICT(rk_idempotency_key) DO NOTHING, so a repeated delivery
- * leaves one row and still answers OK with the existing row's rowid.
+ * ON CONFLICT(rk_idempotency_key) DO UPDATE, so a repeated delivery
+ * leaves one row — with the values of the latest delivery, which is what
+ * a replay after a corrected mapping needs — and answers OK with that
+ * row's rowid.
  *
  * Names are never pasted into SQL unchecked: table and field names must
  * be identifiers as above (at most 63 bytes, not one of the rk_ columns
@@ -66,7 +68,6 @@ typedef struct sq_inst {
     int cols_known;
     sq_stmt cache[SQ_STMT_CACHE];
     size_t n_cache;
-    sqlite3_stmt *lookup; /* SELECT rowid ... WHERE rk_idempotency_key = ? */
     void (*log)(void *, int, const char *);
     void *log_ctx;
 } sq_inst;
@@ -200,8 +201,6 @@ static void sq_forget(sq_inst *in)
         free(in->cache[i].key);
     }
     in->n_cache = 0;
-    sqlite3_finalize(in->lookup);
-    in->lookup = NULL;
 }
 
 static int sq_has_col(const sq_inst *in, const char *name)
@@ -395,7 +394,11 @@ static int sq_insert_stmt(sq_inst *in, const rk_record *rec, sqlite3_stmt **out)
     bad = bad || sq_str_add(&q, "rk_idempotency_key, rk_submission, rk_delivered_at) VALUES (");
     for (size_t i = 0; i < rec->n_fields && !bad; i++)
         bad = sq_str_add(&q, "?, ");
-    bad = bad || sq_str_add(&q, "?, ?, ?) ON CONFLICT(rk_idempotency_key) DO NOTHING");
+    bad = bad || sq_str_add(&q, "?, ?, ?) ON CONFLICT(rk_idempotency_key) DO UPDATE SET ");
+    for (size_t i = 0; i < rec->n_fields && !bad; i++)
+        bad = sq_str_ident(&q, rec->fields[i].name) || sq_str_add(&q, " = excluded.") ||
+              sq_str_ident(&q, rec->fields[i].name) || sq_str_add(&q, ", ");
+    bad = bad || sq_str_add(&q, "rk_delivered_at = excluded.rk_delivered_at RETURNING rowid");
     char *keycopy = bad ? NULL : strdup(k);
     free(key.s);
     if (bad || !keycopy) {
@@ -552,51 +555,27 @@ static rk_deliver_status sq_deliver(void *instance, const rk_record *rec,
                  : sqlite3_bind_null(ins, k++);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(ins, k, now, -1, SQLITE_TRANSIENT);
+    /* the upsert returns the row's rowid whether it inserted or updated;
+     * only an insert moves last_insert_rowid */
+    sqlite3_int64 before = sqlite3_last_insert_rowid(in->db), rowid = 0;
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(ins);
+        if (rc == SQLITE_ROW) {
+            rowid = sqlite3_column_int64(ins, 0);
+            rc = sqlite3_step(ins);
+        }
         if (rc == SQLITE_DONE)
             rc = SQLITE_OK;
     }
-    int inserted = rc == SQLITE_OK && sqlite3_changes(in->db) == 1;
-    sqlite3_int64 rowid = inserted ? sqlite3_last_insert_rowid(in->db) : 0;
+    int inserted = rc == SQLITE_OK && sqlite3_last_insert_rowid(in->db) != before;
     sqlite3_reset(ins);
     sqlite3_clear_bindings(ins);
     if (rc != SQLITE_OK)
         goto sqlerr;
-
-    if (!inserted) {
-        if (!in->lookup) {
-            sq_str q = {0};
-            if (sq_str_add(&q, "SELECT rowid FROM ") || sq_str_ident(&q, in->table) ||
-                sq_str_add(&q, " WHERE rk_idempotency_key = ?")) {
-                free(q.s);
-                rc = SQLITE_NOMEM;
-                goto sqlerr;
-            }
-            rc = sqlite3_prepare_v2(in->db, q.s, -1, &in->lookup, NULL);
-            free(q.s);
-            if (rc != SQLITE_OK)
-                goto sqlerr;
-        }
-        sqlite3_bind_text(in->lookup, 1, rec->idempotency_key, -1, SQLITE_TRANSIENT);
-        rc = sqlite3_step(in->lookup);
-        if (rc == SQLITE_ROW) {
-            rowid = sqlite3_column_int64(in->lookup, 0);
-            rc = SQLITE_OK;
-        } else if (rc == SQLITE_DONE) {
-            /* The conflict was there, the row is not: it was deleted in
-             * between.  Trying again inserts it. */
-            sqlite3_reset(in->lookup);
-            sq_msg(res, "row for the idempotency key vanished during the insert");
-            return RK_DELIVER_RETRY;
-        }
-        sqlite3_reset(in->lookup);
-        if (rc != SQLITE_OK)
-            goto sqlerr;
-        sq_msg(res, "already delivered (row %lld)", (long long)rowid);
-    } else {
+    if (inserted)
         sq_msg(res, "inserted row %lld", (long long)rowid);
-    }
+    else
+        sq_msg(res, "updated the row delivered before (row %lld)", (long long)rowid);
     if (res->target_id && res->target_id_size > 0)
         snprintf(res->target_id, res->target_id_size, "%lld", (long long)rowid);
     return RK_DELIVER_OK;

@@ -168,7 +168,7 @@ static void test_pg_idempotent(void **state)
     answer b = deliver(c, "key-1", f, 2);
     assert_int_equal(b.st, RK_DELIVER_OK);
     assert_string_equal(b.tid, "1");
-    assert_string_equal(b.msg, "already delivered (rk_id 1)");
+    assert_string_equal(b.msg, "updated the row delivered before (rk_id 1)");
     rk_conn_close(c);
 
     /* A new instance (the daemon restarted) finds the row too. */

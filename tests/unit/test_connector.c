@@ -474,7 +474,7 @@ static void test_sqlite_idempotent(void **state)
     answer b = deliver(c, "key-1", f, 3);
     assert_int_equal(b.st, RK_DELIVER_OK);
     assert_string_equal(b.tid, "1");
-    assert_string_equal(b.msg, "already delivered (row 1)");
+    assert_string_equal(b.msg, "updated the row delivered before (row 1)");
     rk_conn_close(c);
 
     assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 1);
@@ -488,13 +488,18 @@ static void test_sqlite_idempotent(void **state)
     assert_int_equal(when[10], 'T');
     assert_int_equal(when[19], 'Z');
     assert_string_equal(q_text(db, "PRAGMA journal_mode"), "wal");
-    /* A new instance (the daemon restarted) still finds the row. */
+    /* A new instance (the daemon restarted) still finds the row; a
+     * repeated key with new values (a replay after a corrected mapping)
+     * updates it instead of adding a second row. */
     c = open_sqlite(db, "antrag", NULL);
-    a = deliver(c, "key-1", f, 3);
+    rk_kv g[] = {{"nachname", "MUSTER"}, {"vorname", "Erika"}, {"gebuehr", "12.50"}};
+    a = deliver(c, "key-1", g, 3);
     assert_int_equal(a.st, RK_DELIVER_OK);
     assert_string_equal(a.tid, "1");
     rk_conn_close(c);
     assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 1);
+    assert_string_equal(q_text(db, "SELECT nachname FROM antrag"), "MUSTER");
+    assert_string_equal(q_text(db, "SELECT vorname FROM antrag"), "Erika");
 }
 
 static void test_sqlite_new_field(void **state)
