@@ -802,10 +802,14 @@ static void build_job(loadctx *lc, xmlNodePtr root, const rk_vars *vars)
             job->schema_path = resolve_rel(lc->file, href);
             free(href);
             if (lc->e->count == 0) {
-                errctx se = {lc->e->buf, lc->e->len, 0};
+                /* the schema's own error names the XSD; say which job
+                 * file and line asked for it */
+                char why[700] = "";
+                errctx se = {why, sizeof why, 0};
                 job->schema = compile_schema(job->schema_path, &se);
                 if (!job->schema)
-                    lc->e->count++;
+                    err_add(lc->e, "%s:%d: cannot use the schema %s: %s", lc->file, line,
+                            job->schema_path, why[0] ? why : "not a usable XML Schema");
             }
         } else if (is_job_el(n, "codelist")) {
             job->codelists = grow(job->codelists, job->n_codelists, sizeof *job->codelists);
@@ -1096,8 +1100,8 @@ int rk_registry_reload(rk_registry *reg, const rk_vars *vars, char **errors)
         for (size_t k = 0; k < nf; k++)
             replaced |= strcmp(fresh[k]->name, old->name) == 0 ||
                         strcmp(fresh[k]->path, old->path) == 0;
-        if (!replaced && errs.data && strstr(errs.data, old->path) &&
-            access(old->path, F_OK) == 0) {
+        /* the file is still there but nothing loaded from it: broken */
+        if (!replaced && access(old->path, F_OK) == 0) {
             rk_warn("jobs", "keeping the running version %ld of job %s", old->version,
                     old->name);
             fresh = grow(fresh, nf, sizeof *fresh);

@@ -148,7 +148,12 @@ static const char *const migrations[] = {
     "CREATE INDEX jobs_deadline ON jobs(state, deadline_at);"
     "CREATE INDEX anomalies_code ON anomalies(code, job_id);"
     "CREATE INDEX events_at ON events(at);",
+    /* 4: the audit trail loses no row either */
+    "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+    "  BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;",
 };
+_Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSION,
+               "RK_STORE_SCHEMA_VERSION in store.h must count the migrations");
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
 /* ---- statements -------------------------------------------------------- */
@@ -355,6 +360,13 @@ int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t
         if (version < 1) {
             snprintf(err, errlen, "%s is not a rekey database (or rekeyd never ran on it)",
                      path);
+            rk_store_close(s);
+            return RK_E_DB;
+        }
+        if (version > (int)N_MIGRATIONS) {
+            snprintf(err, errlen,
+                     "database schema version %d is newer than this rekey (%zu); "
+                     "use the rekey that wrote it", version, N_MIGRATIONS);
             rk_store_close(s);
             return RK_E_DB;
         }

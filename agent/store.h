@@ -36,6 +36,10 @@ const char *rk_state_german(const char *s); /* glossary word, or s */
 
 typedef struct rk_store rk_store;
 
+/* The schema version this rekey writes (PRAGMA user_version): the number
+ * of migrations in store.c. */
+#define RK_STORE_SCHEMA_VERSION 4
+
 #define RK_STORE_READONLY 0x1 /* rekeyctl's read commands */
 #define RK_STORE_SYNC_NORMAL 0x2 /* synchronous=NORMAL instead of FULL */
 

@@ -1,0 +1,1054 @@
+/*
+ * test_store.c — agent/store.c: opening and migrating the database (0600,
+ * WAL, user_version; newer and foreign files refused), submissions with
+ * their first job row and event, payloads, state transitions and the
+ * append-only audit log, results, duplicate keys, delivery bookkeeping,
+ * pending jobs, the JSON read side and group commit.
+ *
+ * Each test gets a fresh database in a mkdtemp folder.  What the store
+ * wrote is checked through a second, independent SQLite connection
+ * ("side"), so the assertions do not trust the code under test.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "record.h"
+#include "store.h"
+#include "util.h"
+
+/* Entries in store.c's migrations[].  store.h does not export the count;
+ * when a migration is added, this number must follow (on purpose: the
+ * test notices a schema change nobody meant to make). */
+#ifdef RK_STORE_SCHEMA_VERSION
+#define SCHEMA_VERSION RK_STORE_SCHEMA_VERSION
+#else
+#define SCHEMA_VERSION 3
+#endif
+
+#define DAY_MS 86400000LL
+#define T0 1767225600000LL /* 2026-01-01T00:00:00Z */
+
+typedef struct fixture {
+    char dir[256];
+    char db[300];
+    char err[1024];
+    rk_store *s;
+    sqlite3 *side;
+    int n_subs;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/rk_store_XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->db, sizeof f->db, "%s/rekey.db", f->dir);
+    if (rk_store_open(f->db, 0, &f->s, f->err, sizeof f->err) != 0)
+        return -1;
+    if (sqlite3_open_v2(f->db, &f->side, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_busy_timeout(f->side, 5000);
+    *state = f;
+    return 0;
+}
+
+static void rm_in_dir(const fixture *f, const char *name)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", f->dir, name);
+    unlink(p);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    rk_store_close(f->s);
+    sqlite3_close(f->side);
+    const char *files[] = {"rekey.db", "rekey.db-wal", "rekey.db-shm", "other.db",
+                           "other.db-wal", "other.db-shm", "text.db"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        rm_in_dir(f, files[i]);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ---- helpers --------------------------------------------------------------- */
+
+/* One integer from sql on the side connection (fails the test on error). */
+static int64_t q_int(fixture *f, const char *sql)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(f->side, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("side query '%s': %s", sql, sqlite3_errmsg(f->side));
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        fail_msg("side query '%s' returned no row", sql);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* One text value from sql (NULL stays NULL); static buffer. */
+static const char *q_text(fixture *f, const char *sql)
+{
+    static char buf[4][512];
+    static int which;
+    which = (which + 1) % 4;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(f->side, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("side query '%s': %s", sql, sqlite3_errmsg(f->side));
+    if (sqlite3_step(st) != SQLITE_ROW)
+        fail_msg("side query '%s' returned no row", sql);
+    const unsigned char *t = sqlite3_column_text(st, 0);
+    const char *out = NULL;
+    if (t) {
+        snprintf(buf[which], sizeof buf[which], "%s", (const char *)t);
+        out = buf[which];
+    }
+    sqlite3_finalize(st);
+    return out;
+}
+
+/* Runs sql on the side connection; returns the SQLite result code and
+ * copies the error message into msg. */
+static int side_exec(fixture *f, const char *sql, char *msg, size_t msglen)
+{
+    char *m = NULL;
+    int rc = sqlite3_exec(f->side, sql, NULL, NULL, &m);
+    if (msg)
+        snprintf(msg, msglen, "%s", m ? m : "");
+    sqlite3_free(m);
+    return rc;
+}
+
+static int64_t count_where(fixture *f, const char *table, const char *where)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s%s%s", table, where ? " WHERE " : "",
+             where ? where : "");
+    return q_int(f, sql);
+}
+
+/* Stores doc as a new submission taken from "dir:/in" at received_ms. */
+static int64_t add_doc(fixture *f, const char *ref, const char *doc, int64_t received_ms)
+{
+    void *z;
+    size_t zlen;
+    assert_int_equal(rk_deflate(doc, strlen(doc), &z, &zlen), 0);
+    char uid[40], sha[65];
+    snprintf(uid, sizeof uid, "uid%04d", ++f->n_subs);
+    rk_sha256_hex(doc, strlen(doc), sha);
+    rk_submission_in in = {
+        .uid = uid,
+        .source = "dir:/in",
+        .source_ref = ref,
+        .sha256 = sha,
+        .size = strlen(doc),
+        .zpayload = z,
+        .zlen = zlen,
+        .received_ms = received_ms,
+    };
+    int64_t id = 0;
+    int rc = rk_store_add_submission(f->s, &in, "test", &id);
+    free(z);
+    assert_int_equal(rc, 0);
+    assert_true(id > 0);
+    return id;
+}
+
+static int64_t add(fixture *f)
+{
+    char ref[32];
+    snprintf(ref, sizeof ref, "f%d.xml", f->n_subs + 1);
+    return add_doc(f, ref, "<A/>", T0);
+}
+
+static void set_field(rk_mapped_field *fl, const char *name, const char *value,
+                      const char *source, const char *xpath, const char *node)
+{
+    fl->name = name ? strdup(name) : NULL;
+    fl->value = value ? strdup(value) : NULL;
+    fl->source = source ? strdup(source) : NULL;
+    fl->xpath = xpath ? strdup(xpath) : NULL;
+    fl->node = node ? strdup(node) : NULL;
+}
+
+/* ---- opening and migrating ---------------------------------------------------- */
+
+static void test_open_creates_0600_wal_migrated(void **state)
+{
+    fixture *f = *state;
+    struct stat st;
+    assert_int_equal(stat(f->db, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_string_equal(q_text(f, "PRAGMA journal_mode"), "wal");
+    assert_int_equal(q_int(f, "PRAGMA user_version"), SCHEMA_VERSION);
+    const char *tables[] = {"submissions", "jobs", "events", "anomalies", "fields", "dupkeys"};
+    for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
+        char where[128];
+        snprintf(where, sizeof where, "type = 'table' AND name = '%s'", tables[i]);
+        if (count_where(f, "sqlite_master", where) != 1)
+            fail_msg("table %s missing after migration", tables[i]);
+    }
+    /* the sidecar files SQLite creates are not world-readable either */
+    char wal[400];
+    snprintf(wal, sizeof wal, "%s-wal", f->db);
+    if (stat(wal, &st) == 0)
+        assert_int_equal(st.st_mode & 0077, 0);
+}
+
+static void test_reopen_does_not_migrate_again(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    rk_store_close(f->s);
+    f->s = NULL;
+
+    /* capture the log: a migration announces itself at info level */
+    char logpath[400];
+    snprintf(logpath, sizeof logpath, "%s/log.txt", f->dir);
+    fflush(stderr);
+    int saved = dup(2);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+    rk_log_set_level(RK_LOG_LVL_INFO);
+    int rc = rk_store_open(f->db, 0, &f->s, f->err, sizeof f->err);
+    rk_log_set_level(RK_LOG_LVL_ERROR);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char *log = NULL;
+    size_t loglen = 0;
+    assert_int_equal(rk_read_file(logpath, 1 << 20, &log, &loglen), 0);
+    unlink(logpath);
+
+    assert_int_equal(rc, 0);
+    assert_null(strstr(log, "migrated"));
+    free(log);
+    assert_int_equal(q_int(f, "PRAGMA user_version"), SCHEMA_VERSION);
+    assert_int_equal(count_where(f, "jobs", NULL), 1);
+    char *data = NULL, *uid = NULL;
+    size_t len;
+    assert_int_equal(rk_store_load_payload(f->s, id, 1024, &data, &len, &uid), 0);
+    assert_string_equal(data, "<A/>");
+    free(data);
+    free(uid);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    fixture *f = *state;
+    rk_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(side_exec(f, "PRAGMA user_version = 99", NULL, 0), SQLITE_OK);
+    rk_store *s = NULL;
+    f->err[0] = '\0';
+    assert_int_equal(rk_store_open(f->db, 0, &s, f->err, sizeof f->err), RK_E_DB);
+    assert_null(s);
+    char want[128];
+    snprintf(want, sizeof want, "database schema version 99 is newer than this rekey (%d)",
+             SCHEMA_VERSION);
+    assert_non_null(strstr(f->err, want));
+    /* refused without touching it */
+    assert_int_equal(q_int(f, "PRAGMA user_version"), 99);
+}
+
+/* rekeyctl's read-only open must refuse a newer schema too: it would
+ * otherwise read tables whose meaning it does not know. */
+static void test_newer_schema_refused_readonly(void **state)
+{
+    fixture *f = *state;
+    rk_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(side_exec(f, "PRAGMA user_version = 99", NULL, 0), SQLITE_OK);
+    rk_store *s = NULL;
+    f->err[0] = '\0';
+    int rc = rk_store_open(f->db, RK_STORE_READONLY, &s, f->err, sizeof f->err);
+    rk_store_close(s);
+    assert_int_equal(rc, RK_E_DB);
+    assert_non_null(strstr(f->err, "99"));
+}
+
+static void test_readonly_missing_file(void **state)
+{
+    fixture *f = *state;
+    char path[400];
+    snprintf(path, sizeof path, "%s/missing.db", f->dir);
+    rk_store *s = NULL;
+    assert_int_equal(rk_store_open(path, RK_STORE_READONLY, &s, f->err, sizeof f->err),
+                     -ENOENT);
+    assert_null(s);
+    char want[512];
+    snprintf(want, sizeof want, "cannot open database %s: No such file or directory", path);
+    assert_non_null(strstr(f->err, want));
+    assert_non_null(strstr(f->err, "--db"));
+    /* and it was not created */
+    assert_int_equal(access(path, F_OK), -1);
+}
+
+static void test_readonly_foreign_files(void **state)
+{
+    fixture *f = *state;
+    /* a SQLite database that rekey never migrated */
+    char other[400];
+    snprintf(other, sizeof other, "%s/other.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(other, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    rk_store *s = NULL;
+    assert_int_equal(rk_store_open(other, RK_STORE_READONLY, &s, f->err, sizeof f->err),
+                     RK_E_DB);
+    assert_null(s);
+    char want[512];
+    snprintf(want, sizeof want, "%s is not a rekey database", other);
+    assert_non_null(strstr(f->err, want));
+
+    /* a text file */
+    char text[400];
+    snprintf(text, sizeof text, "%s/text.db", f->dir);
+    FILE *fp = fopen(text, "w");
+    assert_non_null(fp);
+    fputs("this is not a database, just some text in a file\n", fp);
+    fclose(fp);
+    f->err[0] = '\0';
+    assert_int_equal(rk_store_open(text, RK_STORE_READONLY, &s, f->err, sizeof f->err),
+                     RK_E_DB);
+    snprintf(want, sizeof want, "%s is not a rekey database", text);
+    assert_non_null(strstr(f->err, want));
+    /* read-write refuses it too, naming the file, and leaves it alone */
+    f->err[0] = '\0';
+    assert_int_equal(rk_store_open(text, 0, &s, f->err, sizeof f->err), RK_E_DB);
+    assert_null(s);
+    assert_non_null(strstr(f->err, text));
+    char *data = NULL;
+    size_t len;
+    assert_int_equal(rk_read_file(text, 4096, &data, &len), 0);
+    assert_string_equal(data, "this is not a database, just some text in a file\n");
+    free(data);
+}
+
+static void test_readonly_open_reads(void **state)
+{
+    fixture *f = *state;
+    add(f);
+    rk_store *ro = NULL;
+    assert_int_equal(rk_store_open(f->db, RK_STORE_READONLY, &ro, f->err, sizeof f->err), 0);
+    json_t *st = rk_store_status_json(ro);
+    assert_int_equal(json_integer_value(json_object_get(st, "total")), 1);
+    json_decref(st);
+    /* and cannot write */
+    assert_int_equal(rk_store_transition(ro, 1, NULL, RK_ST_FAILED, "t", NULL), RK_E_DB);
+    rk_store_close(ro);
+    assert_string_equal(q_text(f, "SELECT state FROM jobs WHERE id = 1"), "received");
+}
+
+/* ---- submissions and payloads ----------------------------------------------- */
+
+static void test_add_submission_rows(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add_doc(f, "antrag-1.xml", "<Antrag>x</Antrag>", T0 + 1234);
+    assert_int_equal(count_where(f, "submissions", NULL), 1);
+    assert_int_equal(count_where(f, "jobs", NULL), 1);
+    assert_int_equal(count_where(f, "events", NULL), 1);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT state || '|' || COALESCE(job, '-') || '|' || attempts FROM jobs"
+             " WHERE id = %lld", (long long)id);
+    assert_string_equal(q_text(f, sql), "received|-|0");
+    assert_string_equal(q_text(f, "SELECT uid || '|' || source || '|' || source_ref || '|'"
+                                  " || received_at || '|' || size FROM submissions"),
+                        "uid0001|dir:/in|antrag-1.xml|2026-01-01T00:00:01.234Z|18");
+    char sha[65];
+    rk_sha256_hex("<Antrag>x</Antrag>", 18, sha);
+    assert_string_equal(q_text(f, "SELECT sha256 FROM submissions"), sha);
+    snprintf(sql, sizeof sql,
+             "SELECT COALESCE(from_state, 'NULL') || '|' || to_state || '|' || actor"
+             " || '|' || reason FROM events WHERE job_id = %lld", (long long)id);
+    assert_string_equal(q_text(f, sql), "NULL|received|test|taken from dir:/in");
+
+    /* found again by source and name */
+    int64_t found = 0;
+    assert_int_equal(rk_store_find_source_ref(f->s, "dir:/in", "antrag-1.xml", &found), 0);
+    assert_int_equal(found, id);
+    assert_int_equal(rk_store_find_source_ref(f->s, "dir:/in", "other.xml", &found),
+                     RK_E_NOTFOUND);
+    assert_int_equal(rk_store_find_source_ref(f->s, "dir:/elsewhere", "antrag-1.xml", &found),
+                     RK_E_NOTFOUND);
+}
+
+static void test_add_submission_duplicate_uid(void **state)
+{
+    fixture *f = *state;
+    add(f);
+    rk_submission_in in = {.uid = "uid0001", .source = "dir:/in", .source_ref = "again.xml",
+                           .sha256 = "00", .size = 1, .zpayload = "x", .zlen = 1,
+                           .received_ms = T0};
+    int64_t id = 0;
+    assert_int_equal(rk_store_add_submission(f->s, &in, "test", &id), RK_E_DB);
+    assert_int_equal(count_where(f, "submissions", NULL), 1);
+    assert_int_equal(count_where(f, "jobs", NULL), 1);
+    assert_int_equal(count_where(f, "events", NULL), 1);
+}
+
+/* Group commit: each item of a batch runs in a savepoint, so an item whose
+ * last write fails (here the "received" event) leaves no submission or job
+ * row behind, while the items before and after it are committed. */
+static void test_savepoint_item_all_or_nothing(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(side_exec(f,
+                               "CREATE TRIGGER test_fail BEFORE INSERT ON events"
+                               " WHEN NEW.reason = 'taken from dir:/fail' BEGIN"
+                               " SELECT RAISE(ABORT, 'simulated write failure'); END",
+                               NULL, 0),
+                     SQLITE_OK);
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_savepoint(f->s), 0);
+    int64_t first = add(f);
+    assert_int_equal(rk_store_savepoint_end(f->s, 1), 0);
+    assert_int_equal(rk_store_savepoint(f->s), 0);
+    rk_submission_in in = {.uid = "u-fail", .source = "dir:/fail", .source_ref = "a.xml",
+                           .sha256 = "00", .size = 1, .zpayload = "x", .zlen = 1,
+                           .received_ms = T0};
+    int64_t id = 0;
+    assert_int_equal(rk_store_add_submission(f->s, &in, "test", &id), RK_E_DB);
+    assert_int_equal(rk_store_savepoint_end(f->s, 0), 0);
+    assert_int_equal(rk_store_savepoint(f->s), 0);
+    int64_t third = add(f);
+    assert_int_equal(rk_store_savepoint_end(f->s, 1), 0);
+    assert_int_equal(rk_store_commit(f->s), 0);
+
+    assert_int_equal(count_where(f, "submissions", "uid = 'u-fail'"), 0);
+    assert_int_equal(count_where(f, "submissions", NULL), 2);
+    assert_int_equal(count_where(f, "jobs", NULL), 2);
+    assert_int_equal(count_where(f, "events", NULL), 2);
+    char where[64];
+    snprintf(where, sizeof where, "id IN (%lld, %lld)", (long long)first, (long long)third);
+    assert_int_equal(count_where(f, "jobs", where), 2);
+}
+
+static void test_payload_round_trip_and_purge(void **state)
+{
+    fixture *f = *state;
+    char doc[3000];
+    for (size_t i = 0; i < sizeof doc - 1; i++)
+        doc[i] = (char)('A' + i % 23);
+    doc[sizeof doc - 1] = '\0';
+    int64_t id = add_doc(f, "big.xml", doc, T0);
+    /* stored compressed, not as text */
+    assert_true(q_int(f, "SELECT length(payload) FROM submissions") < 1000);
+
+    char *data = NULL, *uid = NULL;
+    size_t len = 0;
+    assert_int_equal(rk_store_load_payload(f->s, id, sizeof doc, &data, &len, &uid), 0);
+    assert_int_equal(len, strlen(doc));
+    assert_string_equal(data, doc);
+    assert_string_equal(uid, "uid0001");
+    free(data);
+    free(uid);
+    /* over the caller's maximum */
+    data = NULL;
+    assert_int_equal(rk_store_load_payload(f->s, id, 100, &data, &len, NULL), RK_E_LIMIT);
+    assert_null(data);
+    /* no such job */
+    assert_int_equal(rk_store_load_payload(f->s, id + 100, 1 << 20, &data, &len, NULL),
+                     RK_E_NOTFOUND);
+    /* purged */
+    assert_int_equal(side_exec(f, "UPDATE submissions SET payload = NULL", NULL, 0),
+                     SQLITE_OK);
+    uid = NULL;
+    assert_int_equal(rk_store_load_payload(f->s, id, 1 << 20, &data, &len, &uid),
+                     RK_E_NOTFOUND);
+    assert_null(data);
+    assert_null(uid);
+}
+
+static void test_set_match(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    assert_int_equal(rk_store_set_match(f->s, id, "fischereischein", 3, "urn:a:1", "Antrag"),
+                     0);
+    assert_string_equal(q_text(f, "SELECT job || '|' || job_version FROM jobs"),
+                        "fischereischein|3");
+    assert_string_equal(q_text(f, "SELECT root_ns || '|' || root_name FROM submissions"),
+                        "urn:a:1|Antrag");
+}
+
+/* ---- transitions and the audit log ------------------------------------------ */
+
+static void test_transition(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    assert_int_equal(side_exec(f, "UPDATE jobs SET updated_at = 'old'", NULL, 0), SQLITE_OK);
+    assert_int_equal(rk_store_transition(f->s, id, RK_ST_RECEIVED, RK_ST_VALIDATED, "engine",
+                                         "schema ok"),
+                     0);
+    assert_string_equal(q_text(f, "SELECT state FROM jobs"), "validated");
+    assert_string_not_equal(q_text(f, "SELECT updated_at FROM jobs"), "old");
+    assert_int_equal(count_where(f, "events", NULL), 2);
+    assert_string_equal(q_text(f, "SELECT from_state || '>' || to_state || '|' || actor || '|'"
+                                  " || reason FROM events ORDER BY id DESC LIMIT 1"),
+                        "received>validated|engine|schema ok");
+    /* from = NULL: any current state */
+    assert_int_equal(rk_store_transition(f->s, id, NULL, RK_ST_REVIEW, "clerk", NULL), 0);
+    assert_string_equal(q_text(f, "SELECT state FROM jobs"), "review");
+    assert_null(q_text(f, "SELECT reason FROM events ORDER BY id DESC LIMIT 1"));
+    assert_int_equal(count_where(f, "events", NULL), 3);
+}
+
+static void test_transition_wrong_from(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    assert_int_equal(side_exec(f, "UPDATE jobs SET updated_at = 'old'", NULL, 0), SQLITE_OK);
+    assert_int_equal(rk_store_transition(f->s, id, RK_ST_READY, RK_ST_DELIVERING, "engine",
+                                         NULL),
+                     RK_E_STATE);
+    assert_string_equal(q_text(f, "SELECT state FROM jobs"), "received");
+    assert_string_equal(q_text(f, "SELECT updated_at FROM jobs"), "old");
+    assert_int_equal(count_where(f, "events", NULL), 1);
+    /* missing job */
+    assert_int_equal(rk_store_transition(f->s, id + 1, NULL, RK_ST_FAILED, "engine", NULL),
+                     RK_E_NOTFOUND);
+    assert_int_equal(count_where(f, "events", NULL), 1);
+}
+
+static void test_transition_invalid_state(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    assert_int_equal(rk_store_transition(f->s, id, NULL, "archived", "engine", NULL),
+                     RK_E_STATE);
+    assert_int_equal(rk_store_transition(f->s, id, NULL, "", "engine", NULL), RK_E_STATE);
+    assert_int_equal(rk_store_transition(f->s, id, NULL, NULL, "engine", NULL), RK_E_STATE);
+    assert_string_equal(q_text(f, "SELECT state FROM jobs"), "received");
+    assert_int_equal(count_where(f, "events", NULL), 1);
+}
+
+static void test_states(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    while (rk_states[n])
+        n++;
+    assert_int_equal(n, 10);
+    for (size_t i = 0; i < n; i++)
+        assert_true(rk_state_valid(rk_states[i]));
+    assert_false(rk_state_valid("Received"));
+    assert_false(rk_state_valid(NULL));
+    assert_string_equal(rk_state_german(RK_ST_REVIEW), "zur Klärung");
+    assert_string_equal(rk_state_german(RK_ST_DELIVERED), "übertragen");
+    assert_string_equal(rk_state_german("other"), "other");
+}
+
+static void test_events_append_only(void **state)
+{
+    fixture *f = *state;
+    add(f);
+    char msg[256];
+    int rc = side_exec(f, "UPDATE events SET reason = 'forged'", msg, sizeof msg);
+    assert_int_not_equal(rc, SQLITE_OK);
+    assert_non_null(strstr(msg, "append-only"));
+    assert_string_equal(q_text(f, "SELECT reason FROM events"), "taken from dir:/in");
+}
+
+/* ---- results ---------------------------------------------------------------- */
+
+static void test_save_result_replaces(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    int64_t other = add(f);
+    rk_result r;
+    rk_result_init(&r);
+    r.fields = calloc(3, sizeof *r.fields);
+    r.n_fields = 3;
+    set_field(&r.fields[0], "nachname", "Muster", " Muster ", "a:Name", "/a:Antrag/a:Name");
+    set_field(&r.fields[1], "vorname", NULL, NULL, "a:Vorname", NULL);
+    set_field(&r.fields[2], "plz", "12345", "12345", "a:Plz", "/a:Antrag/a:Plz");
+    rk_result_add_anomaly(&r, "PFLICHTFELD", "vorname", RK_SEV_BLOCK, "Vorname fehlt");
+    rk_result_add_anomaly(&r, "HINWEIS", NULL, RK_SEV_WARN, "Hinweis %d", 7);
+    assert_int_equal(rk_store_save_result(f->s, id, &r), 0);
+    assert_int_equal(rk_store_save_result(f->s, other, &r), 0);
+    rk_result_free(&r);
+    assert_int_equal(count_where(f, "fields", "job_id = 1"), 3);
+    assert_int_equal(count_where(f, "anomalies", "job_id = 1"), 2);
+
+    /* second save replaces, it does not add */
+    rk_result_init(&r);
+    r.fields = calloc(1, sizeof *r.fields);
+    r.n_fields = 1;
+    set_field(&r.fields[0], "nachname", "Beispiel", "Beispiel", "a:Name", NULL);
+    rk_result_add_anomaly(&r, "NEU", "nachname", RK_SEV_WARN, "neu");
+    assert_int_equal(rk_store_save_result(f->s, id, &r), 0);
+    rk_result_free(&r);
+    assert_int_equal(count_where(f, "fields", "job_id = 1"), 1);
+    assert_int_equal(count_where(f, "anomalies", "job_id = 1"), 1);
+    assert_string_equal(q_text(f, "SELECT value FROM fields WHERE job_id = 1"), "Beispiel");
+    assert_string_equal(q_text(f, "SELECT code FROM anomalies WHERE job_id = 1"), "NEU");
+    /* the other job is untouched */
+    assert_int_equal(count_where(f, "fields", "job_id = 2"), 3);
+    assert_int_equal(count_where(f, "anomalies", "job_id = 2"), 2);
+
+    /* an empty result clears both */
+    rk_result_init(&r);
+    assert_int_equal(rk_store_save_result(f->s, id, &r), 0);
+    assert_int_equal(count_where(f, "fields", "job_id = 1"), 0);
+    assert_int_equal(count_where(f, "anomalies", "job_id = 1"), 0);
+}
+
+static void test_load_result_round_trip(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    rk_result r;
+    rk_result_init(&r);
+    r.fields = calloc(2, sizeof *r.fields);
+    r.n_fields = 2;
+    set_field(&r.fields[0], "nachname", "Müller", " Müller", "a:Name", "/a:Antrag/a:Name");
+    set_field(&r.fields[1], "vorname", NULL, NULL, "a:Vorname", NULL);
+    rk_result_add_anomaly(&r, "PFLICHTFELD", "vorname", RK_SEV_BLOCK, "Vorname fehlt");
+    rk_result_add_anomaly(&r, "HINWEIS", NULL, RK_SEV_WARN, "Bitte prüfen");
+    assert_int_equal(rk_store_save_result(f->s, id, &r), 0);
+    rk_result_free(&r);
+    assert_int_equal(rk_store_add_anomaly(f->s, id, "SPAETER", "nachname", RK_SEV_WARN,
+                                          "nachgetragen"),
+                     0);
+
+    rk_result back;
+    rk_result_init(&back);
+    assert_int_equal(rk_store_load_result(f->s, id, &back), 0);
+    assert_int_equal(back.n_fields, 2);
+    assert_string_equal(back.fields[0].name, "nachname");
+    assert_string_equal(back.fields[0].value, "Müller");
+    assert_string_equal(back.fields[0].source, " Müller");
+    assert_string_equal(back.fields[0].xpath, "a:Name");
+    assert_string_equal(back.fields[0].node, "/a:Antrag/a:Name");
+    assert_string_equal(back.fields[1].name, "vorname");
+    assert_null(back.fields[1].value);
+    assert_null(back.fields[1].source);
+    assert_null(back.fields[1].node);
+    assert_int_equal(back.n_anomalies, 3);
+    assert_string_equal(back.anomalies[0].code, "PFLICHTFELD");
+    assert_string_equal(back.anomalies[0].field, "vorname");
+    assert_int_equal(back.anomalies[0].severity, RK_SEV_BLOCK);
+    assert_string_equal(back.anomalies[0].message, "Vorname fehlt");
+    assert_string_equal(back.anomalies[1].code, "HINWEIS");
+    assert_null(back.anomalies[1].field);
+    assert_int_equal(back.anomalies[1].severity, RK_SEV_WARN);
+    assert_string_equal(back.anomalies[1].message, "Bitte prüfen");
+    assert_string_equal(back.anomalies[2].code, "SPAETER");
+    assert_true(rk_result_blocked(&back));
+    rk_result_free(&back);
+
+    /* a job without results loads empty */
+    int64_t other = add(f);
+    rk_result_init(&back);
+    assert_int_equal(rk_store_load_result(f->s, other, &back), 0);
+    assert_int_equal(back.n_fields, 0);
+    assert_int_equal(back.n_anomalies, 0);
+}
+
+/* ---- duplicates ------------------------------------------------------------- */
+
+static void test_dup_check_window(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f), b = add(f), c = add(f), d = add(f), e = add(f);
+    int64_t other = -1;
+    assert_int_equal(rk_store_dup_check(f->s, a, "K", 30, T0, &other), 0);
+    assert_int_equal(other, 0); /* the first one */
+    assert_int_equal(rk_store_dup_check(f->s, b, "K", 30, T0 + 10 * DAY_MS, &other), 0);
+    assert_int_equal(other, a);
+    /* the newest earlier one is reported */
+    assert_int_equal(rk_store_dup_check(f->s, c, "K", 30, T0 + 20 * DAY_MS, &other), 0);
+    assert_int_equal(other, b);
+    /* exactly 30 days after c: still inside; one ms later: outside */
+    assert_int_equal(rk_store_dup_check(f->s, d, "K", 30, T0 + 50 * DAY_MS, &other), 0);
+    assert_int_equal(other, c);
+    assert_int_equal(rk_store_dup_check(f->s, e, "K", 30, T0 + 80 * DAY_MS + 1, &other), 0);
+    assert_int_equal(other, 0);
+    /* another key never matches */
+    assert_int_equal(rk_store_dup_check(f->s, e, "L", 365, T0 + 80 * DAY_MS, &other), 0);
+    assert_int_equal(other, 0);
+    /* a job never duplicates itself */
+    assert_int_equal(rk_store_dup_check(f->s, e, "L", 365, T0 + 81 * DAY_MS, &other), 0);
+    assert_int_equal(other, 0);
+    assert_int_equal(count_where(f, "dupkeys", "key = 'K'"), 5);
+}
+
+static void test_dup_check_ignores_rejected(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f), b = add(f), c = add(f);
+    int64_t other = -1;
+    assert_int_equal(rk_store_dup_check(f->s, a, "K", 30, T0, &other), 0);
+    assert_int_equal(rk_store_transition(f->s, a, NULL, RK_ST_REJECTED, "clerk", "doppelt"), 0);
+    assert_int_equal(rk_store_dup_check(f->s, b, "K", 30, T0 + DAY_MS, &other), 0);
+    assert_int_equal(other, 0);
+    /* a job that is not rejected still counts */
+    assert_int_equal(rk_store_dup_check(f->s, c, "K", 30, T0 + 2 * DAY_MS, &other), 0);
+    assert_int_equal(other, b);
+}
+
+/* ---- delivery bookkeeping and pending jobs ------------------------------------ */
+
+static void test_set_delivery(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    assert_int_equal(rk_store_set_delivery(f->s, id, 1, T0 + 5000, "connection refused",
+                                           "row-17"),
+                     0);
+    assert_string_equal(q_text(f, "SELECT attempts || '|' || next_attempt_at || '|' ||"
+                                  " last_error || '|' || target_id FROM jobs"),
+                        "1|1767225605000|connection refused|row-17");
+    /* NULL or empty target keeps the earlier one; 0 clears the time */
+    assert_int_equal(rk_store_set_delivery(f->s, id, 2, 0, NULL, NULL), 0);
+    assert_string_equal(q_text(f, "SELECT attempts || '|' || COALESCE(next_attempt_at, 'N')"
+                                  " || '|' || COALESCE(last_error, 'N') || '|' || target_id"
+                                  " FROM jobs"),
+                        "2|N|N|row-17");
+    assert_int_equal(rk_store_set_delivery(f->s, id, 3, 0, NULL, ""), 0);
+    assert_string_equal(q_text(f, "SELECT target_id FROM jobs"), "row-17");
+    assert_int_equal(rk_store_set_delivery(f->s, id, 3, 0, NULL, "row-18"), 0);
+    assert_string_equal(q_text(f, "SELECT target_id FROM jobs"), "row-18");
+}
+
+typedef struct seen {
+    int n;
+    int stop_after; /* 0 = never */
+    rk_pending p[16];
+} seen;
+
+static int collect(const rk_pending *p, void *arg)
+{
+    seen *s = arg;
+    if (s->n < 16)
+        s->p[s->n] = *p;
+    s->n++;
+    return s->stop_after && s->n >= s->stop_after;
+}
+
+static void test_pending(void **state)
+{
+    fixture *f = *state;
+    int64_t id[6];
+    for (int i = 0; i < 6; i++)
+        id[i] = add(f);
+    /* 0, 3: ready; 1, 4: retry_wait; 2: delivered; 5: received */
+    assert_int_equal(rk_store_transition(f->s, id[0], NULL, RK_ST_READY, "t", NULL), 0);
+    assert_int_equal(rk_store_transition(f->s, id[3], NULL, RK_ST_READY, "t", NULL), 0);
+    assert_int_equal(rk_store_transition(f->s, id[1], NULL, RK_ST_RETRY_WAIT, "t", NULL), 0);
+    assert_int_equal(rk_store_transition(f->s, id[4], NULL, RK_ST_RETRY_WAIT, "t", NULL), 0);
+    assert_int_equal(rk_store_transition(f->s, id[2], NULL, RK_ST_DELIVERED, "t", NULL), 0);
+    assert_int_equal(rk_store_set_match(f->s, id[1], "fischereischein", 1, "urn:a", "A"), 0);
+    assert_int_equal(rk_store_set_delivery(f->s, id[1], 2, T0 + 777, "timeout", NULL), 0);
+
+    const char *const want[] = {RK_ST_READY, RK_ST_RETRY_WAIT, NULL};
+    seen s = {0};
+    assert_int_equal(rk_store_pending(f->s, want, 0, collect, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_int_equal(s.p[0].job_id, id[0]);
+    assert_int_equal(s.p[1].job_id, id[1]);
+    assert_int_equal(s.p[2].job_id, id[3]);
+    assert_int_equal(s.p[3].job_id, id[4]);
+    assert_string_equal(s.p[0].state, "ready");
+    assert_string_equal(s.p[0].job, "");
+    assert_string_equal(s.p[0].uid, "uid0001");
+    assert_string_equal(s.p[1].state, "retry_wait");
+    assert_string_equal(s.p[1].job, "fischereischein");
+    assert_int_equal(s.p[1].attempts, 2);
+    assert_int_equal(s.p[1].next_attempt_ms, T0 + 777);
+    assert_string_equal(s.p[1].uid, "uid0002");
+
+    /* stops when the callback says so */
+    seen s2 = {.stop_after = 2};
+    assert_int_equal(rk_store_pending(f->s, want, 0, collect, &s2), 0);
+    assert_int_equal(s2.n, 2);
+    assert_int_equal(s2.p[1].job_id, id[1]);
+    /* limit */
+    seen s3 = {0};
+    assert_int_equal(rk_store_pending(f->s, want, 3, collect, &s3), 0);
+    assert_int_equal(s3.n, 3);
+    /* one state only */
+    const char *const recv[] = {RK_ST_RECEIVED, NULL};
+    seen s4 = {0};
+    assert_int_equal(rk_store_pending(f->s, recv, 0, collect, &s4), 0);
+    assert_int_equal(s4.n, 1);
+    assert_int_equal(s4.p[0].job_id, id[5]);
+}
+
+/* ---- the read side ------------------------------------------------------------ */
+
+static void test_status_json_empty(void **state)
+{
+    fixture *f = *state;
+    json_t *o = rk_store_status_json(f->s);
+    assert_non_null(o);
+    json_t *by_state = json_object_get(o, "by_state");
+    assert_int_equal(json_object_size(by_state), 10);
+    for (size_t i = 0; rk_states[i]; i++) {
+        json_t *v = json_object_get(by_state, rk_states[i]);
+        assert_non_null(v);
+        assert_int_equal(json_integer_value(v), 0);
+    }
+    assert_int_equal(json_object_size(json_object_get(o, "by_job")), 0);
+    assert_int_equal(json_integer_value(json_object_get(o, "total")), 0);
+    json_decref(o);
+}
+
+static void test_status_json_counts(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f), b = add(f), c = add(f), d = add(f);
+    (void)d;
+    assert_int_equal(rk_store_set_match(f->s, a, "fisch", 1, "urn:f", "A"), 0);
+    assert_int_equal(rk_store_set_match(f->s, b, "fisch", 1, "urn:f", "A"), 0);
+    assert_int_equal(rk_store_set_match(f->s, c, "park", 1, "urn:p", "A"), 0);
+    assert_int_equal(rk_store_transition(f->s, b, NULL, RK_ST_DELIVERED, "t", NULL), 0);
+    assert_int_equal(rk_store_transition(f->s, c, NULL, RK_ST_REVIEW, "t", NULL), 0);
+    json_t *o = rk_store_status_json(f->s);
+    json_t *bs = json_object_get(o, "by_state");
+    assert_int_equal(json_integer_value(json_object_get(bs, "received")), 2);
+    assert_int_equal(json_integer_value(json_object_get(bs, "delivered")), 1);
+    assert_int_equal(json_integer_value(json_object_get(bs, "review")), 1);
+    assert_int_equal(json_integer_value(json_object_get(bs, "failed")), 0);
+    assert_int_equal(json_integer_value(json_object_get(o, "total")), 4);
+    json_t *bj = json_object_get(o, "by_job");
+    assert_int_equal(json_object_size(bj), 3);
+    json_t *fisch = json_object_get(bj, "fisch");
+    assert_int_equal(json_object_size(fisch), 2);
+    assert_int_equal(json_integer_value(json_object_get(fisch, "received")), 1);
+    assert_int_equal(json_integer_value(json_object_get(fisch, "delivered")), 1);
+    json_t *park = json_object_get(bj, "park");
+    assert_int_equal(json_object_size(park), 1);
+    assert_int_equal(json_integer_value(json_object_get(park, "review")), 1);
+    json_t *none = json_object_get(bj, "(ohne Verfahren)");
+    assert_int_equal(json_integer_value(json_object_get(none, "received")), 1);
+    json_decref(o);
+}
+
+static void test_list_json(void **state)
+{
+    fixture *f = *state;
+    int64_t id[5];
+    for (int i = 0; i < 5; i++)
+        id[i] = add(f);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(rk_store_set_match(f->s, id[i], i < 3 ? "fisch" : "park", 1, "u",
+                                            "A"),
+                         0);
+    assert_int_equal(rk_store_transition(f->s, id[1], NULL, RK_ST_REVIEW, "t", NULL), 0);
+    assert_int_equal(rk_store_transition(f->s, id[4], NULL, RK_ST_REVIEW, "t", NULL), 0);
+    assert_int_equal(rk_store_add_anomaly(f->s, id[1], "A1", "x", RK_SEV_BLOCK, "m"), 0);
+    assert_int_equal(rk_store_add_anomaly(f->s, id[1], "B2", NULL, RK_SEV_WARN, "m"), 0);
+
+    json_t *all = rk_store_list_json(f->s, NULL, NULL, 0);
+    assert_int_equal(json_array_size(all), 5);
+    /* newest first */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(all, 0), "id")), id[4]);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(all, 4), "id")), id[0]);
+    json_decref(all);
+
+    json_t *rev = rk_store_list_json(f->s, RK_ST_REVIEW, NULL, 0);
+    assert_int_equal(json_array_size(rev), 2);
+    json_decref(rev);
+
+    json_t *rf = rk_store_list_json(f->s, RK_ST_REVIEW, "fisch", 0);
+    assert_int_equal(json_array_size(rf), 1);
+    json_t *row = json_array_get(rf, 0);
+    assert_int_equal(json_integer_value(json_object_get(row, "id")), id[1]);
+    assert_string_equal(json_string_value(json_object_get(row, "job")), "fisch");
+    assert_string_equal(json_string_value(json_object_get(row, "state")), "review");
+    assert_int_equal(json_integer_value(json_object_get(row, "anomalies")), 2);
+    const char *codes = json_string_value(json_object_get(row, "codes"));
+    assert_non_null(codes);
+    assert_true(strcmp(codes, "A1,B2") == 0 || strcmp(codes, "B2,A1") == 0);
+    assert_string_equal(json_string_value(json_object_get(row, "received_at")),
+                        "2026-01-01T00:00:00.000Z");
+    assert_int_equal(json_integer_value(json_object_get(row, "attempts")), 0);
+    assert_non_null(json_object_get(row, "updated_at"));
+    json_decref(rf);
+
+    json_t *park = rk_store_list_json(f->s, NULL, "park", 0);
+    assert_int_equal(json_array_size(park), 2);
+    assert_true(json_is_null(json_object_get(json_array_get(park, 1), "codes")));
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(park, 1), "anomalies")),
+                     0);
+    json_decref(park);
+
+    json_t *lim = rk_store_list_json(f->s, NULL, NULL, 2);
+    assert_int_equal(json_array_size(lim), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(lim, 1), "id")), id[3]);
+    json_decref(lim);
+
+    json_t *none = rk_store_list_json(f->s, RK_ST_FAILED, NULL, 0);
+    assert_int_equal(json_array_size(none), 0);
+    json_decref(none);
+}
+
+static void test_show_json(void **state)
+{
+    fixture *f = *state;
+    assert_null(rk_store_show_json(f->s, 1));
+    int64_t id = add_doc(f, "show.xml", "<Antrag/>", T0);
+    assert_null(rk_store_show_json(f->s, id + 1));
+    assert_int_equal(rk_store_set_match(f->s, id, "fisch", 2, "urn:f", "Antrag"), 0);
+    assert_int_equal(rk_store_transition(f->s, id, RK_ST_RECEIVED, RK_ST_REVIEW, "engine",
+                                         "blockiert"),
+                     0);
+    rk_result r;
+    rk_result_init(&r);
+    r.fields = calloc(1, sizeof *r.fields);
+    r.n_fields = 1;
+    set_field(&r.fields[0], "nachname", "Muster", "Muster", "a:Name", "/a:Antrag/a:Name");
+    rk_result_add_anomaly(&r, "PFLICHTFELD", "vorname", RK_SEV_BLOCK, "Vorname fehlt");
+    assert_int_equal(rk_store_save_result(f->s, id, &r), 0);
+    rk_result_free(&r);
+    assert_int_equal(rk_store_set_delivery(f->s, id, 1, 0, "oops", "T-1"), 0);
+
+    json_t *o = rk_store_show_json(f->s, id);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "id")), id);
+    assert_string_equal(json_string_value(json_object_get(o, "job")), "fisch");
+    assert_int_equal(json_integer_value(json_object_get(o, "job_version")), 2);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "review");
+    assert_string_equal(json_string_value(json_object_get(o, "uid")), "uid0001");
+    assert_string_equal(json_string_value(json_object_get(o, "source_ref")), "show.xml");
+    assert_string_equal(json_string_value(json_object_get(o, "root_name")), "Antrag");
+    assert_string_equal(json_string_value(json_object_get(o, "target_id")), "T-1");
+    assert_string_equal(json_string_value(json_object_get(o, "last_error")), "oops");
+    assert_int_equal(json_integer_value(json_object_get(o, "size")), 9);
+    assert_int_equal(json_integer_value(json_object_get(o, "payload_stored")), 1);
+
+    json_t *ev = json_object_get(o, "events");
+    assert_int_equal(json_array_size(ev), 2);
+    assert_true(json_is_null(json_object_get(json_array_get(ev, 0), "from_state")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(ev, 0), "to_state")),
+                        "received");
+    json_t *e1 = json_array_get(ev, 1);
+    assert_string_equal(json_string_value(json_object_get(e1, "from_state")), "received");
+    assert_string_equal(json_string_value(json_object_get(e1, "to_state")), "review");
+    assert_string_equal(json_string_value(json_object_get(e1, "actor")), "engine");
+    assert_string_equal(json_string_value(json_object_get(e1, "reason")), "blockiert");
+
+    json_t *an = json_object_get(o, "anomalies");
+    assert_int_equal(json_array_size(an), 1);
+    json_t *a0 = json_array_get(an, 0);
+    assert_string_equal(json_string_value(json_object_get(a0, "code")), "PFLICHTFELD");
+    assert_string_equal(json_string_value(json_object_get(a0, "field")), "vorname");
+    assert_string_equal(json_string_value(json_object_get(a0, "severity")), "block");
+    assert_string_equal(json_string_value(json_object_get(a0, "message")), "Vorname fehlt");
+
+    json_t *fl = json_object_get(o, "fields");
+    assert_int_equal(json_array_size(fl), 1);
+    json_t *f0 = json_array_get(fl, 0);
+    assert_string_equal(json_string_value(json_object_get(f0, "name")), "nachname");
+    assert_string_equal(json_string_value(json_object_get(f0, "value")), "Muster");
+    assert_string_equal(json_string_value(json_object_get(f0, "xpath")), "a:Name");
+    json_decref(o);
+
+    /* purged payload shows as not stored */
+    assert_int_equal(side_exec(f, "UPDATE submissions SET payload = NULL", NULL, 0),
+                     SQLITE_OK);
+    o = rk_store_show_json(f->s, id);
+    assert_int_equal(json_integer_value(json_object_get(o, "payload_stored")), 0);
+    json_decref(o);
+}
+
+/* ---- group commit --------------------------------------------------------------- */
+
+static void test_group_commit_rollback(void **state)
+{
+    fixture *f = *state;
+    int64_t existing = add(f);
+    assert_int_equal(rk_store_begin(f->s), 0);
+    int64_t id = add(f);
+    static const char *const cycle[] = {RK_ST_VALIDATED, RK_ST_MAPPED, RK_ST_READY,
+                                        RK_ST_DELIVERING, RK_ST_RETRY_WAIT};
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(rk_store_transition(f->s, id, NULL, cycle[i % 5], "t", NULL), 0);
+        assert_int_equal(rk_store_transition(f->s, existing, NULL, cycle[i % 5], "t", NULL),
+                         0);
+    }
+    /* nothing is visible to another connection before the commit */
+    assert_int_equal(count_where(f, "jobs", NULL), 1);
+    assert_int_equal(count_where(f, "events", NULL), 1);
+    assert_int_equal(rk_store_rollback(f->s), 0);
+    assert_int_equal(count_where(f, "jobs", NULL), 1);
+    assert_int_equal(count_where(f, "submissions", NULL), 1);
+    assert_int_equal(count_where(f, "events", NULL), 1);
+    assert_string_equal(q_text(f, "SELECT state FROM jobs"), "received");
+    /* and the store works normally afterwards; a commit makes it visible */
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_transition(f->s, existing, RK_ST_RECEIVED, RK_ST_VALIDATED, "t",
+                                         NULL),
+                     0);
+    assert_int_equal(rk_store_commit(f->s), 0);
+    assert_string_equal(q_text(f, "SELECT state FROM jobs"), "validated");
+    assert_int_equal(count_where(f, "events", NULL), 2);
+}
+
+int main(void)
+{
+    rk_log_set_level(RK_LOG_LVL_ERROR);
+    umask(022);
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_open_creates_0600_wal_migrated),
+        T(test_reopen_does_not_migrate_again),
+        T(test_newer_schema_refused),
+        T(test_newer_schema_refused_readonly),
+        T(test_readonly_missing_file),
+        T(test_readonly_foreign_files),
+        T(test_readonly_open_reads),
+        T(test_add_submission_rows),
+        T(test_add_submission_duplicate_uid),
+        T(test_savepoint_item_all_or_nothing),
+        T(test_payload_round_trip_and_purge),
+        T(test_set_match),
+        T(test_transition),
+        T(test_transition_wrong_from),
+        T(test_transition_invalid_state),
+        cmocka_unit_test(test_states),
+        T(test_events_append_only),
+        T(test_save_result_replaces),
+        T(test_load_result_round_trip),
+        T(test_dup_check_window),
+        T(test_dup_check_ignores_rejected),
+        T(test_set_delivery),
+        T(test_pending),
+        T(test_status_json_empty),
+        T(test_status_json_counts),
+        T(test_list_json),
+        T(test_show_json),
+        T(test_group_commit_rollback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
