@@ -32,7 +32,7 @@ UNIT_BINS  := $(UNIT_SRCS:.c=)
 
 PROGRAMS := agent/rekeyd agent/rekeyctl
 
-.PHONY: all deps demo check check-unit check-system check-asan clean
+.PHONY: all deps demo check check-unit check-system check-asan check-crash clean
 all: $(PROGRAMS) $(CONNECTORS) $(UNIT_BINS)
 
 deps:
@@ -92,6 +92,14 @@ check-asan: deps
 	  for f in $(SAN_LOG)/*; do echo "== $$f"; cat "$$f"; done; \
 	  echo "check-asan: $$(ls $(SAN_LOG) | wc -l) sanitizer report(s) in build/san/"; rc=1; \
 	fi; exit $$rc
+
+# Crash series at full size (make check runs a small one): SIGKILL at random
+# moments, restart, and check nothing was lost or delivered twice.
+CRASH_FILES ?= 2000
+CRASH_KILLS ?= 100
+check-crash: deps
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 tests/crash/crash_series.py --files $(CRASH_FILES) --kills $(CRASH_KILLS)
 
 clean:
 	rm -f agent/*.o $(AGENT_LIB) $(PROGRAMS) $(CONNECTORS) $(UNIT_BINS)
@@ -171,3 +179,20 @@ fuzz: fuzz-build
 	    -artifact_prefix=build/fuzz/crashes-$$n/ build/fuzz/corpus-$$n \
 	    || { echo "fuzz: $$n found a problem; the input is in build/fuzz/crashes-$$n/" >&2; exit 1; }; \
 	done
+
+# jose test tool
+# tests/unit/jose_tool drives agent/jose.c from the command line (decrypt,
+# sign a SET, verify, export the public JWK) for
+# tests/system/test_jose_interop.py, which checks it against jwcrypto.  It is
+# not named test_*, so the unit run does not start it.
+JOSE_TOOL := tests/unit/jose_tool
+
+all: $(JOSE_TOOL)
+
+$(JOSE_TOOL): tests/unit/jose_tool.c $(AGENT_LIB) agent/jose.h agent/util.h
+	$(CC) $(CFLAGS) -Iagent -o $@ $< $(AGENT_LIB) $(LDFLAGS) $(LDLIBS)
+
+.PHONY: clean-jose-tool
+clean: clean-jose-tool
+clean-jose-tool:
+	rm -f $(JOSE_TOOL)

@@ -1184,7 +1184,8 @@ static void recover(rk_engine *e)
     if (n)
         rk_info("engine", "resuming %zu unfinished jobs from the queue", n);
     if (e->once && e->next_retry_ms)
-        rk_info("engine", "--once: jobs waiting for a retry are left for the next run");
+        rk_info("engine", "--once: retries already due run now; later ones are left for "
+                          "the next run");
 }
 
 /* ---- life cycle -------------------------------------------------------- */
@@ -1388,6 +1389,8 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
         rk_engine_stop(e);
         return rc;
     }
+    if (once && e->next_retry_ms && e->next_retry_ms <= rk_now_ms())
+        on_retry_timer(&e->retry_timer); /* --once takes the retries already due */
     arm_retry_timer(e);
     if (!once)
         uv_timer_start(&e->watch_timer, on_watch, 500, 500);

@@ -46,7 +46,6 @@
 #define MAX_UNIQUE 1000 /* NAME, NAME.1 .. NAME.999 in archive/error */
 #define MAX_CLAIM_SLOTS 1000
 
-#define DEF_SETTLE_MS 500u
 #define DEF_RESCAN_MS 2000u
 #define DEF_MAX_FILE ((size_t)10 * 1024 * 1024)
 #define DEF_MAX_DECOMPRESSED ((size_t)50 * 1024 * 1024)
@@ -147,8 +146,8 @@ static int64_t mtime_ns_of(const struct stat *st)
 static rk_inbox_config with_defaults(const rk_inbox_config *c)
 {
     rk_inbox_config e = *c;
-    if (!e.settle_ms)
-        e.settle_ms = DEF_SETTLE_MS;
+    /* settle_ms 0 is a setting of its own: take files at once (for
+     * writers that always rename complete files in) */
     if (!e.rescan_ms)
         e.rescan_ms = DEF_RESCAN_MS;
     if (!e.max_file_size)

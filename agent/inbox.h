@@ -30,7 +30,7 @@ typedef struct rk_inbox_config {
     const char *path;          /* the spool directory (required) */
     const char *archive_dir;   /* where taken files go; NULL = delete them */
     const char *error_dir;     /* where refused files go (required) */
-    unsigned settle_ms;        /* default 500 */
+    unsigned settle_ms;        /* 500 in rekeyd's settings; 0 = take at once */
     unsigned rescan_ms;        /* default 2000 */
     size_t max_file_size;      /* bytes on disk, default 10 MiB */
     size_t max_decompressed;   /* bytes after gunzip, default 50 MiB */
