@@ -3,6 +3,8 @@
 # embedded target (an SQLite "Fachverfahren"), then shows what happened.
 # State lives in build/demo/ and is made fresh on every run.
 set -eu
+# the demo is a sandbox under build/demo; let it run on a root shell too
+export REKEY_ALLOW_ROOT=1
 top=$(cd "$(dirname "$0")/.." && pwd)
 demo="$top/build/demo"
 rm -rf "$demo"

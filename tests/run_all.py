@@ -11,6 +11,9 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+# the test machines run as root; rekeyd refuses that unless told
+os.environ.setdefault("REKEY_ALLOW_ROOT", "1")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+os.environ.setdefault("REKEY_ALLOW_ROOT", "1")  # CI machines run as root
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REKEYD = os.path.join(ROOT, "agent", "rekeyd")
 DATA = os.path.join(ROOT, "tests", "data")

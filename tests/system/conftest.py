@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+# the test machines run as root; rekeyd refuses that unless told
+os.environ.setdefault("REKEY_ALLOW_ROOT", "1")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REKEYD = os.path.join(ROOT, "agent", "rekeyd")
 REKEYCTL = os.path.join(ROOT, "agent", "rekeyctl")
