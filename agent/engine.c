@@ -109,9 +109,13 @@ struct slot {
     rk_job *job;     /* the version conn was opened for (referenced) */
     rk_conn *conn;
     int busy;
+    int paused;      /* after a FATAL answer, until rekeyctl resume or reload */
     dpart *head, *tail;
     size_t n;
 };
+
+/* A part not sent because its connector is paused (not an ABI status). */
+#define PART_PAUSED ((rk_deliver_status)100)
 
 /* The job ids the engine holds in memory (queued or in flight), so that
  * a sweep of the store never queues a job twice.  Open addressing with
@@ -642,7 +646,9 @@ static void deliver_work(uv_work_t *req)
             s->conn = rk_conn_open(pl, w->job->name, jc->settings, jc->n_settings, err,
                                    sizeof err);
         if (!s->conn) {
-            p->status = RK_DELIVER_FATAL;
+            /* the target may be down (a database restarting): retried with
+             * backoff like any transient failure, not a pause */
+            p->status = RK_DELIVER_RETRY;
             snprintf(p->message, sizeof p->message, "connector %s unavailable: %s", jc->name,
                      err);
             return;
@@ -673,8 +679,9 @@ static void deliver_work(uv_work_t *req)
     free(kv);
 }
 
-/* Capped exponential backoff with jitter: the n-th retry waits between
- * half and all of min(max, initial * 2^(n-1)). */
+/* Capped exponential backoff with full jitter: the n-th retry waits a
+ * random time up to min(max, initial * 2^(n-1)), so many jobs failing at
+ * once do not come back at once.  A connector's retry-after wins. */
 static int64_t backoff_ms(const rk_config *cfg, int attempts, int64_t retry_after)
 {
     if (retry_after >= 0)
@@ -684,8 +691,8 @@ static int64_t backoff_ms(const rk_config *cfg, int attempts, int64_t retry_afte
         d *= 2;
     if (d > (double)cfg->backoff_max_ms)
         d = (double)cfg->backoff_max_ms;
-    int64_t half = (int64_t)(d / 2);
-    return half + (half > 0 ? (int64_t)(random() % (half + 1)) : 0);
+    int64_t cap = (int64_t)d;
+    return cap > 0 ? (int64_t)(random() % (cap + 1)) : 0;
 }
 
 /* Round, phase 0: ready → delivering, and the pending deliveries with
@@ -742,17 +749,34 @@ static int commit_round_start(rk_engine *e, witem *w)
 static int commit_round_end(rk_engine *e, witem *w)
 {
     rk_store *s = e->store;
-    int rc = 0, refused = 0, failed = 0, retry = 0, max_attempts = 0;
+    int rc = 0, refused = 0, failed = 0, retry = 0, paused = 0, max_attempts = 0;
     int64_t due = 0;
     char first_target[256] = "";
     rk_buf why;
     rk_buf_init(&why, 4096);
     for (size_t i = 0; i < w->n_parts && !rc; i++) {
         dpart *p = w->parts[i];
+        const char *name = p->d.name;
+        if (p->status == RK_DELIVER_FATAL || p->status == PART_PAUSED) {
+            /* the connector, not the record: no attempt is counted, the
+             * delivery waits until the connector is resumed */
+            paused++;
+            if (p->status == RK_DELIVER_FATAL)
+                rc = rk_store_pause_set(s, w->job->name, name, p->message);
+            if (!rc)
+                rc = rk_store_delivery_set(s, p->d.id, "pending", p->d.attempts,
+                                           p->status == RK_DELIVER_FATAL ? p->message : NULL,
+                                           NULL);
+            rk_buf_appendf(&why, "%s%s: connector paused%s%s", why.len ? "; " : "", name,
+                           p->status == RK_DELIVER_FATAL ? ": " : "",
+                           p->status == RK_DELIVER_FATAL ? p->message : "");
+            if (p->d.attempts > max_attempts)
+                max_attempts = p->d.attempts;
+            continue;
+        }
         int attempts = p->d.attempts + 1;
         if (attempts > max_attempts)
             max_attempts = attempts;
-        const char *name = p->d.name;
         switch (p->status) {
         case RK_DELIVER_OK:
             rc = rk_store_delivery_set(s, p->d.id, "delivered", attempts, NULL, p->target_id);
@@ -769,7 +793,7 @@ static int commit_round_end(rk_engine *e, witem *w)
                                           RK_SEV_BLOCK, p->message);
             rk_buf_appendf(&why, "%s%s: refused by the target", why.len ? "; " : "", name);
             break;
-        default: /* RETRY, FATAL: the record is fine, the target is not */
+        default: /* RETRY: the record is fine, the target is not (yet) */
             if (attempts >= e->cfg->max_attempts) {
                 failed++;
                 rc = rk_store_delivery_set(s, p->d.id, "failed", attempts, p->message, NULL);
@@ -791,18 +815,18 @@ static int commit_round_end(rk_engine *e, witem *w)
     for (size_t i = 0; i < w->n_parts; i++)
         if (w->parts[i]->status != RK_DELIVER_OK)
             last_error = w->parts[i]->message;
-    const char *to = refused ? RK_ST_REVIEW
-                     : failed ? RK_ST_FAILED
-                     : retry  ? RK_ST_RETRY_WAIT
-                              : RK_ST_DELIVERED;
+    /* retry_wait without a due time waits for a paused connector */
+    const char *to = refused          ? RK_ST_REVIEW
+                     : failed         ? RK_ST_FAILED
+                     : retry || paused ? RK_ST_RETRY_WAIT
+                                      : RK_ST_DELIVERED;
     if (!rc)
-        rc = rk_store_set_delivery(s, w->job_id, max_attempts,
-                                   strcmp(to, RK_ST_RETRY_WAIT) == 0 ? due : 0, last_error,
+        rc = rk_store_set_delivery(s, w->job_id, max_attempts, retry ? due : 0, last_error,
                                    first_target);
     if (!rc)
         rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, to, ACTOR,
                                  why.len ? why.data : "nothing left to deliver");
-    if (!rc && strcmp(to, RK_ST_RETRY_WAIT) == 0 &&
+    if (!rc && retry && strcmp(to, RK_ST_RETRY_WAIT) == 0 &&
         (e->next_retry_ms == 0 || due < e->next_retry_ms))
         e->next_retry_ms = due;
     rk_buf_free(&why);
@@ -822,9 +846,16 @@ static void after_part(uv_work_t *req, int status)
     (void)status;
     e->inflight--;
     p->slot->busy = 0;
-    if (p->status == RK_DELIVER_FATAL && p->slot->conn) {
-        rk_conn_close(p->slot->conn); /* reopened at the next delivery */
+    if (p->status == RK_DELIVER_FATAL) {
+        if (p->slot->conn)
+            rk_conn_close(p->slot->conn); /* reopened after the resume */
         p->slot->conn = NULL;
+        if (!p->slot->paused)
+            rk_error("deliver", "connector %s of job %s answered FATAL and is paused: %s; "
+                                "resume with `rekeyctl resume %s %s` or SIGHUP",
+                     p->slot->conn_name, p->slot->job_name, p->message, p->slot->job_name,
+                     p->slot->conn_name);
+        p->slot->paused = 1;
     }
     if (--w->outstanding == 0)
         q_push(&e->commitq, w); /* phase 1 */
@@ -844,10 +875,15 @@ static void post_deliver(rk_engine *e, witem *w, int committed)
             q_push(&e->commitq, w); /* everything was delivered before */
             return;
         }
-        w->outstanding = w->n_parts;
+        w->outstanding = 0;
         for (size_t i = 0; i < w->n_parts; i++) {
             dpart *p = w->parts[i];
             p->slot = slot_for(e, w->job->name, p->d.name);
+            if (p->slot->paused) {
+                p->status = PART_PAUSED;
+                continue;
+            }
+            w->outstanding++;
             p->next = NULL;
             if (p->slot->tail)
                 p->slot->tail->next = p;
@@ -856,6 +892,8 @@ static void post_deliver(rk_engine *e, witem *w, int committed)
             p->slot->tail = p;
             p->slot->n++;
         }
+        if (w->outstanding == 0)
+            q_push(&e->commitq, w); /* every connector of the job is paused */
         return;
     }
     witem_free(w);
@@ -873,6 +911,13 @@ static void pump_slots(rk_engine *e)
         if (!s->head)
             s->tail = NULL;
         s->n--;
+        if (s->paused) {
+            /* paused while this part waited: it is not sent */
+            p->status = PART_PAUSED;
+            if (--p->round->outstanding == 0)
+                q_push(&e->commitq, p->round);
+            continue;
+        }
         if (s->job != p->round->job) {
             /* first use, or a reload brought a new version of the job */
             if (s->conn)
@@ -900,6 +945,8 @@ typedef struct due_ctx {
 static int on_retry_due(const rk_pending *p, void *arg)
 {
     due_ctx *d = arg;
+    if (p->next_attempt_ms == 0)
+        return 0; /* waits for a paused connector to be resumed */
     if (p->next_attempt_ms > d->now) {
         if (d->next == 0 || p->next_attempt_ms < d->next)
             d->next = p->next_attempt_ms;
@@ -947,10 +994,9 @@ static int on_sweep_row(const rk_pending *p, void *arg)
         enqueue_delivery(e, p->job_id, p->job);
     } else if (strcmp(p->state, RK_ST_RECEIVED) == 0) {
         q_push(&e->process_wait, job_item(e, W_PROCESS, p->job_id));
-    } else if (strcmp(p->state, RK_ST_RETRY_WAIT) == 0) {
-        int64_t due = p->next_attempt_ms ? p->next_attempt_ms : 1;
-        if (e->next_retry_ms == 0 || due < e->next_retry_ms)
-            e->next_retry_ms = due;
+    } else if (strcmp(p->state, RK_ST_RETRY_WAIT) == 0 && p->next_attempt_ms) {
+        if (e->next_retry_ms == 0 || p->next_attempt_ms < e->next_retry_ms)
+            e->next_retry_ms = p->next_attempt_ms;
     }
     return 0;
 }
@@ -960,6 +1006,21 @@ static void on_overdue(int64_t job_id, const char *job, void *arg)
     (void)arg;
     rk_warn("deadline", "job %lld (%s): Bearbeitungsfrist überschritten", (long long)job_id,
             job);
+}
+
+static void on_pause_row(const char *job, const char *connector, const char *reason,
+                         void *arg)
+{
+    (void)reason;
+    slot_for(arg, job, connector)->paused = 1;
+}
+
+/* The paused connectors as the store has them (rekeyctl resume clears). */
+static void load_pauses(rk_engine *e)
+{
+    for (slot *s = e->slots; s; s = s->next)
+        s->paused = 0;
+    rk_store_pauses(e->store, on_pause_row, e);
 }
 
 /* Runs every 500 ms: when another connection committed (PRAGMA
@@ -974,6 +1035,7 @@ static void on_watch(uv_timer_t *t)
     int64_t dv = rk_store_data_version(e->store);
     if (dv != e->data_version) {
         e->data_version = dv;
+        load_pauses(e);
         static const char *const st[] = {RK_ST_RECEIVED, RK_ST_READY, RK_ST_RETRY_WAIT, NULL};
         rk_store_pending(e->store, st, 0, on_sweep_row, e);
         arm_retry_timer(e);
@@ -1162,8 +1224,9 @@ static int on_pending(const rk_pending *p, void *arg)
     } else if (strcmp(p->state, RK_ST_READY) == 0) {
         enqueue_delivery(e, p->job_id, p->job);
     } else if (strcmp(p->state, RK_ST_RETRY_WAIT) == 0) {
-        if (e->next_retry_ms == 0 || p->next_attempt_ms < e->next_retry_ms)
-            e->next_retry_ms = p->next_attempt_ms ? p->next_attempt_ms : 1;
+        if (p->next_attempt_ms &&
+            (e->next_retry_ms == 0 || p->next_attempt_ms < e->next_retry_ms))
+            e->next_retry_ms = p->next_attempt_ms;
     } else {
         if (strcmp(p->state, RK_ST_RECEIVED) != 0)
             rk_store_transition(e->store, p->job_id, p->state, RK_ST_RECEIVED, ACTOR,
@@ -1296,7 +1359,16 @@ void rk_engine_reload(rk_engine *e)
         rk_info("jobs", "reloaded: %zu jobs%s", rk_registry_count(e->reg),
                 errors ? " (some files have errors, see above)" : "");
     free(errors);
-    /* connector instances reopen when a round of the new version arrives */
+    /* connector instances reopen when a round of the new version arrives;
+     * a reload also resumes paused connectors */
+    int64_t cleared = 0;
+    if (rk_store_pause_clear(e->store, NULL, NULL, rk_now_ms(), &cleared) == 0 && cleared) {
+        rk_info("deliver", "reload resumed %lld paused connectors", (long long)cleared);
+        load_pauses(e);
+        static const char *const st[] = {RK_ST_RETRY_WAIT, NULL};
+        rk_store_pending(e->store, st, 0, on_sweep_row, e);
+        arm_retry_timer(e);
+    }
 }
 
 /* Job validator: the connector exists and takes the job's settings, so
@@ -1371,6 +1443,7 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
     e->handles_open = 4; /* check, retry timer, watch timer, inbox */
     e->data_version = rk_store_data_version(e->store);
     e->last_purge_ms = rk_now_ms() - 3600000 + 60000; /* first purge a minute after start */
+    load_pauses(e);
     recover(e);
     rc = rk_inbox_start(loop, &cfg->inbox, on_claim, e, &e->inbox, err, errlen);
     if (rc) {

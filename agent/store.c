@@ -151,6 +151,13 @@ static const char *const migrations[] = {
     /* 4: the audit trail loses no row either */
     "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
     "  BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;",
+    /* 5: connectors paused after a FATAL answer, until resumed */
+    "CREATE TABLE connector_pauses ("
+    "  job TEXT NOT NULL,"
+    "  connector TEXT NOT NULL,"
+    "  reason TEXT,"
+    "  paused_at TEXT NOT NULL,"
+    "  PRIMARY KEY (job, connector)) WITHOUT ROWID;",
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSION,
                "RK_STORE_SCHEMA_VERSION in store.h must count the migrations");
@@ -888,6 +895,9 @@ json_t *rk_store_status_json(rk_store *s)
     json_object_set_new(o, "by_state", by_state);
     json_object_set_new(o, "by_job", by_job);
     json_object_set_new(o, "total", json_integer(total));
+    json_object_set_new(o, "paused",
+                        rows_json(s, "SELECT job, connector, reason, paused_at FROM"
+                                     " connector_pauses ORDER BY job, connector", 0, 0));
     return o;
 }
 
@@ -1372,5 +1382,56 @@ int rk_store_overdue_sweep(rk_store *s, int64_t now_ms,
     for (size_t i = 0; i < n; i++)
         if (run(s, "UPDATE jobs SET overdue_warned_at = ? WHERE id = ?", "ii", now_ms, ids[i]))
             return RK_E_DB;
+    return 0;
+}
+
+/* ---- paused connectors ------------------------------------------------- */
+
+int rk_store_pause_set(rk_store *s, const char *job, const char *connector, const char *reason)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    return run(s, "INSERT OR REPLACE INTO connector_pauses(job, connector, reason, paused_at)"
+                  " VALUES (?,?,?,?)", "tttt", job, connector, reason, at);
+}
+
+int rk_store_pause_clear(rk_store *s, const char *job, const char *connector, int64_t now_ms,
+                         int64_t *cleared)
+{
+    int rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM connector_pauses WHERE"
+                                  " (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR connector = ?2)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return RK_E_DB;
+    bind_text(st, 1, job);
+    bind_text(st, 2, connector);
+    *cleared = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    /* the jobs that waited for these connectors are due now */
+    rc = run(s, "UPDATE jobs SET next_attempt_at = ?1 WHERE state = 'retry_wait'"
+                " AND next_attempt_at IS NULL AND EXISTS (SELECT 1 FROM deliveries d"
+                " JOIN connector_pauses p ON p.job = jobs.job AND p.connector = d.name"
+                " WHERE d.job_id = jobs.id AND d.state = 'pending'"
+                " AND (?2 IS NULL OR p.job = ?2) AND (?3 IS NULL OR p.connector = ?3))",
+             "itt", now_ms, job, connector);
+    if (!rc)
+        rc = run(s, "DELETE FROM connector_pauses WHERE (?1 IS NULL OR job = ?1)"
+                    " AND (?2 IS NULL OR connector = ?2)", "tt", job, connector);
+    return rc;
+}
+
+int rk_store_pauses(rk_store *s, void (*cb)(const char *job, const char *connector,
+                                            const char *reason, void *arg), void *arg)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT job, connector, COALESCE(reason,'') FROM"
+                                  " connector_pauses ORDER BY job, connector", -1, &st,
+                           NULL) != SQLITE_OK)
+        return RK_E_DB;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        cb((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           (const char *)sqlite3_column_text(st, 2), arg);
+    sqlite3_finalize(st);
     return 0;
 }

@@ -38,7 +38,7 @@ typedef struct rk_store rk_store;
 
 /* The schema version this rekey writes (PRAGMA user_version): the number
  * of migrations in store.c. */
-#define RK_STORE_SCHEMA_VERSION 4
+#define RK_STORE_SCHEMA_VERSION 5
 
 #define RK_STORE_READONLY 0x1 /* rekeyctl's read commands */
 #define RK_STORE_SYNC_NORMAL 0x2 /* synchronous=NORMAL instead of FULL */
@@ -146,7 +146,7 @@ int rk_store_pending(rk_store *s, const char *const *states, size_t limit,
 
 /* Read side, for rekeyctl and the operator API. */
 /* {"by_state": {state: n, ... all states}, "by_job": {job: {state: n}},
- *  "total": n} */
+ *  "total": n, "paused": [{job, connector, reason, paused_at}]} */
 json_t *rk_store_status_json(rk_store *s);
 /* [{"id", "job", "state", "received_at", "updated_at", "attempts",
  *   "anomalies": n, "codes": "A,B" or null}], newest first; state/job
@@ -201,6 +201,15 @@ typedef struct rk_purge_counts {
  * review.h: rk_ops_purge); counts what is (or would be) removed. */
 int rk_store_purge(rk_store *s, int64_t cutoff_ms, const char *job, int dry_run,
                    const char *actor, rk_purge_counts *out);
+/* Connectors paused after a FATAL answer (per job and connector name). */
+int rk_store_pause_set(rk_store *s, const char *job, const char *connector, const char *reason);
+/* Resumes paused connectors (job/connector NULL = all): the jobs waiting
+ * for them become due at now_ms.  *cleared gets how many were paused. */
+int rk_store_pause_clear(rk_store *s, const char *job, const char *connector, int64_t now_ms,
+                         int64_t *cleared);
+int rk_store_pauses(rk_store *s, void (*cb)(const char *job, const char *connector,
+                                            const char *reason, void *arg), void *arg);
+
 /* SQLite's data_version: changes when another connection committed. */
 int64_t rk_store_data_version(rk_store *s);
 
