@@ -100,7 +100,10 @@ def test_redelivery_after_crash_leaves_one_row(rig):
     # simulate a crash after the target committed but before we did
     import sqlite3
     con = sqlite3.connect(rig.db)
+    # what a crash after the target's commit leaves: the job delivering,
+    # its delivery still pending (both are written in one commit)
     con.execute("UPDATE jobs SET state = 'delivering' WHERE id = ?", (job_id,))
+    con.execute("UPDATE deliveries SET state = 'pending' WHERE job_id = ?", (job_id,))
     con.commit()
     con.close()
     rig.run_once()
@@ -108,6 +111,9 @@ def test_redelivery_after_crash_leaves_one_row(rig):
     assert len(rig.target_rows("besucherparkausweis")) == 1
     reasons = [r[0] for r in rig.q("SELECT reason FROM events WHERE job_id = ?", job_id)]
     assert any("same key" in (r or "") for r in reasons)
+    # the connector really ran again: the delivery counts a second attempt
+    assert rig.q("SELECT attempts, state FROM deliveries WHERE job_id = ?", job_id) == [
+        (2, "delivered")]
 
 
 def test_duplicate_is_held_with_reference(rig):

@@ -49,6 +49,8 @@ def test_samples_into_postgres(tmp_path, pg_server, expected):
 
     # a crash between the target's commit and ours: delivered again, no second row
     con = sqlite3.connect(rig.db)
+    con.execute("UPDATE deliveries SET state = 'pending' WHERE job_id IN (SELECT id FROM"
+                " jobs WHERE job = 'fischereischein' AND state = 'delivered')")
     con.execute("UPDATE jobs SET state = 'delivering' WHERE job = 'fischereischein'"
                 " AND state = 'delivered'")
     con.commit()
@@ -58,6 +60,10 @@ def test_samples_into_postgres(tmp_path, pg_server, expected):
         str(want["fischereischein"])
     assert {s for (s,) in rig.q("SELECT state FROM jobs WHERE job = 'fischereischein'")} \
         <= {"delivered", "review"}
+    # every redelivered one went to the server a second time
+    assert {a for (a,) in rig.q("SELECT d.attempts FROM deliveries d JOIN jobs j ON"
+                                " j.id = d.job_id WHERE j.job = 'fischereischein'"
+                                " AND j.state = 'delivered'")} == {2}
 
 
 def test_postgres_down_means_retry_not_loss(tmp_path, pg_server):
