@@ -4,7 +4,7 @@
 # installs the Debian packages when one is missing.
 
 CC      ?= cc
-PKGS    := libuv libxml-2.0 sqlite3 zlib libcrypto jansson inih
+PKGS    := libuv libxml-2.0 sqlite3 zlib libcrypto jansson inih libcurl
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -fPIC $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iconnectors

@@ -53,6 +53,271 @@ static int set_int(parse_state *ps, const char *key, const char *v, int64_t lo, 
     return 1;
 }
 
+/* ---- [http_inbox NAME] ------------------------------------------------ */
+
+#define HTTP_PREFIX "http_inbox"
+
+/* The source named in a section header, created with its defaults on
+ * first sight; NULL with ps->err set when the name is not usable. */
+static rk_http_inbox_config *http_inbox_for(parse_state *ps, const char *section)
+{
+    rk_config *c = ps->cfg;
+    const char *nm = section + strlen(HTTP_PREFIX);
+    while (*nm == ' ' || *nm == '\t')
+        nm++;
+    size_t len = strlen(nm);
+    while (len && (nm[len - 1] == ' ' || nm[len - 1] == '\t'))
+        len--;
+    if (len == 0 || len > 40) {
+        snprintf(ps->err, sizeof ps->err,
+                 "section [%s] needs a name of 1 to 40 characters: [http_inbox NAME]", section);
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = nm[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-' || ch == '.')) {
+            snprintf(ps->err, sizeof ps->err,
+                     "the name in section [%s] may use letters, digits, '_', '-' and '.' only",
+                     section);
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < c->n_http_inboxes; i++)
+        if (strlen(c->http_inboxes[i].name) == len &&
+            strncmp(c->http_inboxes[i].name, nm, len) == 0)
+            return &c->http_inboxes[i];
+    rk_http_inbox_config *arr =
+        realloc(c->http_inboxes, (c->n_http_inboxes + 1) * sizeof *arr);
+    if (!arr) {
+        snprintf(ps->err, sizeof ps->err, "out of memory");
+        return NULL;
+    }
+    c->http_inboxes = arr;
+    rk_http_inbox_config *h = &arr[c->n_http_inboxes++];
+    memset(h, 0, sizeof *h);
+    h->name = rk_strndup(nm, len);
+    h->list_items = strdup("submissions");
+    h->list_id = strdup("id");
+    h->list_next = strdup("next");
+    h->cursor_param = strdup("cursor");
+    h->ack_method = strdup("POST");
+    h->poll_interval_ms = 30000;
+    h->poll_jitter_ms = 1000;
+    h->max_inflight = 4;
+    h->timeout_ms = 60000;
+    h->connect_timeout_ms = 10000;
+    h->max_list_size = 1u << 20;
+    h->backoff_initial_ms = 1000;
+    h->backoff_max_ms = 300000;
+    h->once_retries = 5;
+    h->token_auth_basic = 1;
+    return h;
+}
+
+static int is_http_url(const char *v)
+{
+    return strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0;
+}
+
+/* A secret or URL must not smuggle a line break into a request. */
+static int has_ctl(const char *v)
+{
+    for (; *v; v++)
+        if ((unsigned char)*v < 0x20 || *v == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* A secret read from a file: one line, trailing whitespace dropped. */
+static char *read_secret(parse_state *ps, const char *key, const char *value)
+{
+    char *path = cfg_path(ps, value);
+    char *data = NULL;
+    size_t len = 0;
+    int rc = path ? rk_read_file(path, 65536, &data, &len) : -ENOMEM;
+    if (rc) {
+        snprintf(ps->err, sizeof ps->err, "%s: cannot read %s: %s", key, path ? path : value,
+                 rk_strerror(rc));
+        free(path);
+        return NULL;
+    }
+    free(path);
+    while (len && (data[len - 1] == '\n' || data[len - 1] == '\r' || data[len - 1] == ' ' ||
+                   data[len - 1] == '\t'))
+        data[--len] = '\0';
+    if (!len || has_ctl(data)) {
+        snprintf(ps->err, sizeof ps->err, "%s: the file must hold one non-empty line", key);
+        free(data);
+        return NULL;
+    }
+    return data;
+}
+
+static int http_inbox_key(parse_state *ps, const char *section, const char *name,
+                          const char *value)
+{
+    rk_http_inbox_config *h = http_inbox_for(ps, section);
+    int64_t n;
+    if (!h)
+        return 0;
+#define KEY(k) (strcmp(name, k) == 0)
+    if (KEY("list_url") || KEY("fetch_url") || KEY("ack_url") || KEY("token_url")) {
+        if (!is_http_url(value) || has_ctl(value)) {
+            snprintf(ps->err, sizeof ps->err, "%s must be an http:// or https:// URL", name);
+            return 0;
+        }
+        if ((KEY("fetch_url") || KEY("ack_url")) && !strstr(value, "{id}")) {
+            snprintf(ps->err, sizeof ps->err,
+                     "%s must contain {id} (replaced by the submission id)", name);
+            return 0;
+        }
+        char **dst = KEY("list_url") ? &h->list_url : KEY("fetch_url") ? &h->fetch_url
+                     : KEY("ack_url") ? &h->ack_url : &h->token_url;
+        set_str(dst, strdup(value));
+    } else if (KEY("list_items") || KEY("list_next")) {
+        set_str(KEY("list_items") ? &h->list_items : &h->list_next, strdup(value));
+    } else if (KEY("list_id") || KEY("cursor_param")) {
+        if (!*value) {
+            snprintf(ps->err, sizeof ps->err, "%s must not be empty", name);
+            return 0;
+        }
+        set_str(KEY("list_id") ? &h->list_id : &h->cursor_param, strdup(value));
+    } else if (KEY("ack_method")) {
+        if (strcmp(value, "POST") && strcmp(value, "PUT") && strcmp(value, "DELETE")) {
+            snprintf(ps->err, sizeof ps->err, "ack_method must be POST, PUT or DELETE, not '%s'",
+                     value);
+            return 0;
+        }
+        set_str(&h->ack_method, strdup(value));
+    } else if (KEY("poll_interval_ms")) {
+        if (!set_int(ps, name, value, 100, 86400000, &h->poll_interval_ms))
+            return 0;
+    } else if (KEY("poll_jitter_ms")) {
+        if (!set_int(ps, name, value, 0, 3600000, &h->poll_jitter_ms))
+            return 0;
+    } else if (KEY("max_inflight")) {
+        if (!set_int(ps, name, value, 1, 64, &n))
+            return 0;
+        h->max_inflight = (int)n;
+    } else if (KEY("timeout_ms")) {
+        if (!set_int(ps, name, value, 100, 3600000, &h->timeout_ms))
+            return 0;
+    } else if (KEY("connect_timeout_ms")) {
+        if (!set_int(ps, name, value, 100, 600000, &h->connect_timeout_ms))
+            return 0;
+    } else if (KEY("max_list_size")) {
+        if (!set_int(ps, name, value, 1024, INT32_MAX, &n))
+            return 0;
+        h->max_list_size = (size_t)n;
+    } else if (KEY("backoff_initial_ms")) {
+        if (!set_int(ps, name, value, 10, 86400000, &h->backoff_initial_ms))
+            return 0;
+    } else if (KEY("backoff_max_ms")) {
+        if (!set_int(ps, name, value, 10, 86400000, &h->backoff_max_ms))
+            return 0;
+    } else if (KEY("once_retries")) {
+        if (!set_int(ps, name, value, 0, 1000, &n))
+            return 0;
+        h->once_retries = (int)n;
+    } else if (KEY("auth")) {
+        if (strcmp(value, "none") == 0)
+            h->auth = RK_HTTP_AUTH_NONE;
+        else if (strcmp(value, "bearer") == 0)
+            h->auth = RK_HTTP_AUTH_BEARER;
+        else if (strcmp(value, "oauth2") == 0)
+            h->auth = RK_HTTP_AUTH_OAUTH2;
+        else {
+            snprintf(ps->err, sizeof ps->err, "auth must be none, bearer or oauth2, not '%s'",
+                     value);
+            return 0;
+        }
+    } else if (KEY("bearer_token") || KEY("client_secret") || KEY("client_id") ||
+               KEY("client_key_password") || KEY("scope")) {
+        char **dst = KEY("bearer_token") ? &h->bearer_token
+                     : KEY("client_secret") ? &h->client_secret
+                     : KEY("client_id") ? &h->client_id
+                     : KEY("scope") ? &h->scope : &h->client_key_password;
+        if (!*value || has_ctl(value)) {
+            /* the value itself is never echoed: it may be a secret */
+            snprintf(ps->err, sizeof ps->err, "%s must be one non-empty line", name);
+            return 0;
+        }
+        set_str(dst, strdup(value));
+    } else if (KEY("bearer_token_file") || KEY("client_secret_file")) {
+        char *secret = read_secret(ps, name, value);
+        if (!secret)
+            return 0;
+        set_str(KEY("bearer_token_file") ? &h->bearer_token : &h->client_secret, secret);
+    } else if (KEY("token_auth")) {
+        if (strcmp(value, "basic") && strcmp(value, "body")) {
+            snprintf(ps->err, sizeof ps->err, "token_auth must be basic or body, not '%s'",
+                     value);
+            return 0;
+        }
+        h->token_auth_basic = strcmp(value, "basic") == 0;
+    } else if (KEY("client_cert") || KEY("client_key") || KEY("ca_file")) {
+        char **dst = KEY("client_cert") ? &h->client_cert
+                     : KEY("client_key") ? &h->client_key : &h->ca_file;
+        set_str(dst, *value ? cfg_path(ps, value) : NULL);
+    } else {
+        snprintf(ps->err, sizeof ps->err, "unknown setting '%s' in section [%s]", name,
+                 section);
+        return 0;
+    }
+#undef KEY
+    return 1;
+}
+
+/* Checks what one key alone cannot: required keys and the auth set. */
+static int http_inbox_check(const rk_http_inbox_config *h, char *err, size_t errlen)
+{
+    const char *missing = !h->list_url ? "list_url (the URL that lists submission ids)"
+                          : !h->fetch_url ? "fetch_url (the URL of one submission, with {id})"
+                          : NULL;
+    if (!missing && h->auth == RK_HTTP_AUTH_BEARER && !h->bearer_token)
+        missing = "bearer_token or bearer_token_file (auth = bearer)";
+    if (!missing && h->auth == RK_HTTP_AUTH_OAUTH2)
+        missing = !h->token_url ? "token_url (auth = oauth2)"
+                  : !h->client_id ? "client_id (auth = oauth2)"
+                  : !h->client_secret ? "client_secret or client_secret_file (auth = oauth2)"
+                  : NULL;
+    if (!missing && h->client_key && !h->client_cert)
+        missing = "client_cert (client_key is set)";
+    if (missing) {
+        snprintf(err, errlen, "[http_inbox %s] %s is required", h->name, missing);
+        return RK_E_CONFIG;
+    }
+    if (h->backoff_max_ms < h->backoff_initial_ms) {
+        snprintf(err, errlen, "[http_inbox %s] backoff_max_ms is less than backoff_initial_ms",
+                 h->name);
+        return RK_E_CONFIG;
+    }
+    return 0;
+}
+
+static void http_inbox_free(rk_http_inbox_config *h)
+{
+    free(h->name);
+    free(h->list_url);
+    free(h->list_items);
+    free(h->list_id);
+    free(h->list_next);
+    free(h->cursor_param);
+    free(h->fetch_url);
+    free(h->ack_url);
+    free(h->ack_method);
+    free(h->bearer_token);
+    free(h->token_url);
+    free(h->client_id);
+    free(h->client_secret);
+    free(h->scope);
+    free(h->client_cert);
+    free(h->client_key);
+    free(h->client_key_password);
+    free(h->ca_file);
+}
+
 #define MATCH(s, k) (strcmp(section, s) == 0 && strcmp(name, k) == 0)
 
 static int handler(void *user, const char *section, const char *name, const char *value)
@@ -77,6 +342,10 @@ static int handler(void *user, const char *section, const char *name, const char
         c->vars.n++;
         return 1;
     }
+    if (strncmp(section, HTTP_PREFIX, strlen(HTTP_PREFIX)) == 0 &&
+        (section[strlen(HTTP_PREFIX)] == '\0' || section[strlen(HTTP_PREFIX)] == ' ' ||
+         section[strlen(HTTP_PREFIX)] == '\t'))
+        return http_inbox_key(ps, section, name, value);
     if (MATCH("rekeyd", "database"))
         set_str(&c->database, cfg_path(ps, value));
     else if (MATCH("rekeyd", "jobs"))
@@ -217,6 +486,14 @@ int rk_config_load(const char *path, rk_config *c, char *err, size_t errlen)
         rk_config_free(c);
         return RK_E_CONFIG;
     }
+    for (size_t i = 0; i < c->n_http_inboxes; i++) {
+        char why[512];
+        if (http_inbox_check(&c->http_inboxes[i], why, sizeof why)) {
+            snprintf(err, errlen, "%s: %s", abs, why);
+            rk_config_free(c);
+            return RK_E_CONFIG;
+        }
+    }
     c->inbox.path = c->inbox_path;
     c->inbox.archive_dir = c->archive_dir && *c->archive_dir ? c->archive_dir : NULL;
     c->inbox.error_dir = c->error_dir;
@@ -238,5 +515,8 @@ void rk_config_free(rk_config *c)
     }
     free((void *)c->vars.names);
     free((void *)c->vars.values);
+    for (size_t i = 0; i < c->n_http_inboxes; i++)
+        http_inbox_free(&c->http_inboxes[i]);
+    free(c->http_inboxes);
     memset(c, 0, sizeof *c);
 }

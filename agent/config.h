@@ -17,6 +17,42 @@
 #include "inbox.h"
 #include "job.h"
 
+/* One [http_inbox NAME] section: a generic HTTP inbox polled by
+ * agent/inbox_http.c.  docs/operations.md ("HTTP inbox") documents each
+ * key.  Strings are owned by the rk_config; NULL when not set. */
+enum { RK_HTTP_AUTH_NONE = 0, RK_HTTP_AUTH_BEARER, RK_HTTP_AUTH_OAUTH2 };
+typedef struct rk_http_inbox_config {
+    char *name;                 /* NAME: the source is "http:NAME" */
+    char *list_url;             /* required: GET, answers JSON with the ids */
+    char *list_items;           /* dotted path to the id array, default "submissions" */
+    char *list_id;              /* member with the id in object items, default "id" */
+    char *list_next;            /* dotted path to the next cursor or link, default "next" */
+    char *cursor_param;         /* query parameter for a bare cursor, default "cursor" */
+    char *fetch_url;            /* required: GET, "{id}" replaced */
+    char *ack_url;              /* "{id}" replaced; NULL: no acknowledgement */
+    char *ack_method;           /* POST (default), PUT or DELETE */
+    int64_t poll_interval_ms;   /* default 30000 */
+    int64_t poll_jitter_ms;     /* default 1000: up to this much is added */
+    int max_inflight;           /* submissions in hand at once, default 4 */
+    int64_t timeout_ms;         /* per request, default 60000 */
+    int64_t connect_timeout_ms; /* default 10000 */
+    size_t max_list_size;       /* lists, tokens, acks; default 1 MiB */
+    int64_t backoff_initial_ms; /* default 1000 */
+    int64_t backoff_max_ms;     /* default 300000 */
+    int once_retries;           /* failed polls before --once gives up, default 5 */
+    int auth;                   /* RK_HTTP_AUTH_*, default none */
+    char *bearer_token;         /* secret */
+    char *token_url;            /* OAuth2 client credentials */
+    char *client_id;
+    char *client_secret;        /* secret */
+    char *scope;
+    int token_auth_basic;       /* token_auth = basic (1, default) | body (0) */
+    char *client_cert;          /* TLS client certificate (PEM) */
+    char *client_key;
+    char *client_key_password;  /* secret */
+    char *ca_file;
+} rk_http_inbox_config;
+
 typedef struct rk_config {
     char *path;           /* the file read */
     char *database;       /* [rekeyd] database, default rekey.db */
@@ -37,6 +73,9 @@ typedef struct rk_config {
     int64_t backoff_max_ms;     /* [delivery] backoff_max_ms, default 300000 */
 
     rk_vars vars;         /* [vars] name = value */
+
+    rk_http_inbox_config *http_inboxes; /* [http_inbox NAME] sections */
+    size_t n_http_inboxes;
 } rk_config;
 
 /* Reads path.  On failure returns non-zero with "FILE:LINE: reason" in err. */

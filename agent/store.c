@@ -216,9 +216,12 @@ static const char *const sql_text[Q_COUNT] = {
                       " WHERE job_id = ? ORDER BY ord",
     [Q_LOAD_ANOM] = "SELECT code, field, severity, message FROM anomalies"
                     " WHERE job_id = ? ORDER BY id",
+    /* a replay of the same submission is not a duplicate of itself */
     [Q_DUP_FIND] = "SELECT d.job_id FROM dupkeys d JOIN jobs j ON j.id = d.job_id"
-                   " WHERE d.key = ? AND d.at_ms >= ? AND d.job_id <> ?"
-                   " AND j.state <> 'rejected' ORDER BY d.at_ms DESC LIMIT 1",
+                   " WHERE d.key = ?1 AND d.at_ms >= ?2 AND d.job_id <> ?3"
+                   " AND j.state <> 'rejected' AND j.submission_id <>"
+                   " (SELECT submission_id FROM jobs WHERE id = ?3)"
+                   " ORDER BY d.at_ms DESC LIMIT 1",
     [Q_DUP_ADD] = "INSERT INTO dupkeys(key, job_id, at_ms) VALUES (?,?,?)",
     [Q_SET_DELIVERY] = "UPDATE jobs SET attempts = ?, next_attempt_at = ?, last_error = ?,"
                        " target_id = COALESCE(?, target_id) WHERE id = ?",
@@ -1078,6 +1081,12 @@ int rk_store_note(rk_store *s, int64_t job_id, const char *actor, const char *re
 int rk_store_set_field(rk_store *s, int64_t job_id, const char *field, const char *value,
                        const char *actor, char **old_value)
 {
+    rk_job_info ji;
+    int rc0 = rk_store_job_info(s, job_id, &ji);
+    if (rc0)
+        return rc0;
+    if (strcmp(ji.state, RK_ST_REVIEW) != 0)
+        return RK_E_STATE; /* checked again inside the caller's transaction */
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT value FROM fields WHERE job_id = ? AND name = ?", -1,
                            &st, NULL) != SQLITE_OK)
@@ -1193,9 +1202,12 @@ int rk_store_add_replay(rk_store *s, int64_t job_id, int new_key, const char *ac
     now_iso(at, sizeof at);
     if (new_key && (rc = rk_random_hex(8, suffix)) != 0)
         return rc;
-    rc = run(s, "INSERT INTO jobs(submission_id, state, created_at, updated_at, replay_of,"
-                " key_suffix) VALUES (?, 'received', ?, ?, ?, ?)",
-             "ittit", ji.submission_id, at, at, job_id, suffix[0] ? suffix : NULL);
+    /* the job name is known now (the processing may pick another one if
+     * the jobs changed), so filters by job find the replay at once */
+    rc = run(s, "INSERT INTO jobs(submission_id, job, state, created_at, updated_at,"
+                " replay_of, key_suffix) VALUES (?, ?, 'received', ?, ?, ?, ?)",
+             "itttit", ji.submission_id, ji.job[0] ? ji.job : NULL, at, at, job_id,
+             suffix[0] ? suffix : NULL);
     if (rc)
         return rc;
     *new_id = sqlite3_last_insert_rowid(s->db);

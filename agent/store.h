@@ -172,8 +172,9 @@ int rk_store_set_job_meta(rk_store *s, int64_t job_id, const char *reference,
                           int64_t deadline_ms);
 /* An event that changes no state (from = to = the current state). */
 int rk_store_note(rk_store *s, int64_t job_id, const char *actor, const char *reason);
-/* Sets a mapped value, recording old and new in corrections and an event;
- * RK_E_NOTFOUND when the job has no such field.  *old_value (may be NULL)
+/* Sets a mapped value of a job in review, recording old and new in
+ * corrections and an event; RK_E_STATE when the job is not in review,
+ * RK_E_NOTFOUND when it has no such field.  *old_value (may be NULL)
  * gets the previous value (caller frees). */
 int rk_store_set_field(rk_store *s, int64_t job_id, const char *field, const char *value,
                        const char *actor, char **old_value);

@@ -214,7 +214,8 @@ static void test_usage(void **state)
     r = RUN("frob");
     assert_int_equal(r.rc, 2);
     assert_string_equal(r.err, "rekeyctl: unknown command 'frob'; commands: status, list, "
-                               "show, map, help\nsee `rekeyctl --help`\n");
+                               "show, events, review, retry, replay, purge, resume, map, help\n"
+                               "see `rekeyctl --help`\n");
     run_free(&r);
 
     r = RUN("list", "--frob=1");
@@ -615,6 +616,525 @@ static void test_map(void **state)
     run_free(&r);
 }
 
+/* ---- times, CSV, the review and operations commands ---------------------- */
+
+static void test_parse_when(void **state)
+{
+    (void)state;
+    char iso[40];
+    setenv("TZ", "UTC", 1);
+    tzset();
+    assert_int_equal(parse_when("2026-11-26", 0, iso, sizeof iso), 0);
+    assert_string_equal(iso, "2026-11-26T00:00:00.000Z");
+    assert_int_equal(parse_when("26.11.2026", 0, iso, sizeof iso), 0);
+    assert_string_equal(iso, "2026-11-26T00:00:00.000Z");
+    assert_int_equal(parse_when("2026-11-26T15:42", 0, iso, sizeof iso), 0);
+    assert_string_equal(iso, "2026-11-26T15:42:00.000Z");
+    assert_int_equal(parse_when("26.11.2026 15:42:01", 0, iso, sizeof iso), 0);
+    assert_string_equal(iso, "2026-11-26T15:42:01.000Z");
+    /* local time is German time; Z means UTC */
+    setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3", 1);
+    tzset();
+    assert_int_equal(parse_when("2026-11-26", 0, iso, sizeof iso), 0);
+    assert_string_equal(iso, "2026-11-25T23:00:00.000Z");
+    assert_int_equal(parse_when("2026-07-01T12:00:00", 0, iso, sizeof iso), 0);
+    assert_string_equal(iso, "2026-07-01T10:00:00.000Z");
+    assert_int_equal(parse_when("2026-07-01T12:00:00Z", 0, iso, sizeof iso), 0);
+    assert_string_equal(iso, "2026-07-01T12:00:00.000Z");
+    setenv("TZ", "UTC", 1);
+    tzset();
+    /* an age: that long before now */
+    assert_int_equal(parse_when("2d", INT64_C(1764171721000), iso, sizeof iso), 0);
+    assert_string_equal(iso, "2025-11-24T15:42:01.000Z");
+    assert_int_equal(parse_when("90m", INT64_C(1764171721000), iso, sizeof iso), 0);
+    assert_string_equal(iso, "2025-11-26T14:12:01.000Z");
+    /* refused, not rolled over or guessed */
+    assert_int_equal(parse_when("31.02.2026", 0, iso, sizeof iso), RK_E_FORMAT);
+    assert_int_equal(parse_when("2026-13-01", 0, iso, sizeof iso), RK_E_FORMAT);
+    assert_int_equal(parse_when("26.11.2026Z", 0, iso, sizeof iso), RK_E_FORMAT);
+    assert_int_equal(parse_when("gestern", 0, iso, sizeof iso), RK_E_FORMAT);
+    assert_int_equal(parse_when("2026-11-26x", 0, iso, sizeof iso), RK_E_FORMAT);
+    assert_int_equal(parse_when("", 0, iso, sizeof iso), RK_E_FORMAT);
+}
+
+static void test_csv_cell(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    size_t len;
+    FILE *f = open_memstream(&text, &len);
+    json_t *v[] = {json_string("plain"), json_string("a,b"), json_string("sagt \"nein\""),
+                   json_string("zwei\nZeilen"), json_integer(42), json_null(), json_string("")};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        if (i)
+            fputc('|', f);
+        csv_cell(f, v[i]);
+        json_decref(v[i]);
+    }
+    csv_cell(f, NULL);
+    fclose(f);
+    assert_string_equal(text, "plain|\"a,b\"|\"sagt \"\"nein\"\"\"|\"zwei\nZeilen\"|42||");
+    free(text);
+}
+
+static void test_usage_new_commands(void **state)
+{
+    (void)state;
+    run_out r = RUN("review");
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.err, "rekeyctl: review needs what to do: list, show, set, approve or "
+                               "reject\nsee `rekeyctl help review`\n");
+    run_free(&r);
+
+    r = RUN("review", "frob", "1");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "unknown review command 'frob'; one of: list, show, set, "));
+    run_free(&r);
+
+    r = RUN("review", "--help");
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "usage: rekeyctl review list", 27) == 0);
+    run_free(&r);
+    r = RUN("review", "approve", "-h");
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "usage: rekeyctl review list", 27) == 0);
+    run_free(&r);
+    r = RUN("help", "purge");
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "usage: rekeyctl purge --older-than AGE", 38) == 0);
+    run_free(&r);
+
+    r = RUN("review", "reject", "3", "--db", "/nonexistent/x.db");
+    assert_int_equal(r.rc, 2); /* the reason is checked before anything is opened */
+    assert_non_null(strstr(r.err, "review reject needs a reason (Begründung): --reason TEXT"));
+    run_free(&r);
+
+    r = RUN("review", "approve", "3", "--reason", "x");
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.err, "rekeyctl: option --reason does not apply to `rekeyctl review "
+                               "approve`\nsee `rekeyctl help review`\n");
+    run_free(&r);
+
+    r = RUN("review", "set", "3", "nachname");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "review set needs ID FIELD VALUE"));
+    run_free(&r);
+
+    r = RUN("review", "show", "x");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "review show needs a numeric job id"));
+    run_free(&r);
+
+    r = RUN("review", "approve", "3", "--as", "");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "--as needs a name of 1 to 64 printable characters"));
+    run_free(&r);
+
+    r = RUN("purge");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "purge needs the age of what to delete: --older-than AGE"));
+    run_free(&r);
+    r = RUN("purge", "--older-than", "90");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "--older-than needs an age like 90d"));
+    run_free(&r);
+
+    r = RUN("retry", "--all-failed");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "retry --all-failed needs the job: --job JOB"));
+    run_free(&r);
+    r = RUN("retry", "4", "--all-failed", "--job", "x");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "either an id or --all-failed, not both"));
+    run_free(&r);
+
+    r = RUN("replay", "4", "--yes");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "--yes confirms --new-key"));
+    run_free(&r);
+
+    r = RUN("events", "--format", "xml");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "--format is csv or json, got 'xml'"));
+    run_free(&r);
+    r = RUN("list", "--since", "31.02.2026");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "--since needs a time"));
+    run_free(&r);
+    r = RUN("list", "--before", "0");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "--before needs a job id"));
+    run_free(&r);
+    r = RUN("status", "--jobs", "/tmp");
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "option --jobs does not apply to `rekeyctl status`"));
+    run_free(&r);
+
+    r = RUN("status", "--config", "/nonexistent/rekeyd.ini");
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "cannot read configuration /nonexistent/rekeyd.ini"));
+    run_free(&r);
+}
+
+/* A store for the mini job: job 1 in review, overdue (deadline a day
+ * after receipt in 2025), reference A-1; job 2 in review without a
+ * deadline; job 3 delivered.  Both held ones: nachname BRANDT, born
+ * 27.11.2012 (MINDESTALTER on 2026-11-26). */
+static void make_review_store(const char *path)
+{
+    rk_store *s;
+    char err[256];
+    assert_int_equal(rk_store_open(path, 0, &s, err, sizeof err), 0);
+    for (int k = 1; k <= 3; k++) {
+        char ref[16];
+        snprintf(ref, sizeof ref, "m%d.xml", k);
+        int64_t id = add_sub(s, ref);
+        assert_int_equal(id, k);
+        assert_int_equal(rk_store_set_match(s, id, "mini", 2, "urn:test:mini:1", "Antrag"), 0);
+        assert_int_equal(rk_store_transition(s, id, "received", "validated", "rekeyd", NULL), 0);
+        assert_int_equal(rk_store_transition(s, id, "validated", "mapped", "rekeyd", NULL), 0);
+        rk_result r;
+        rk_result_init(&r);
+        r.fields = calloc(2, sizeof *r.fields);
+        r.n_fields = 2;
+        r.fields[0].name = strdup("nachname");
+        r.fields[0].value = strdup("BRANDT");
+        r.fields[0].source = strdup("  Brandt ");
+        r.fields[0].xpath = strdup("m:Name");
+        r.fields[1].name = strdup("geburtsdatum");
+        r.fields[1].value = strdup("27.11.2012");
+        r.fields[1].source = strdup("2012-11-27");
+        r.fields[1].xpath = strdup("m:Geburtsdatum");
+        if (k < 3)
+            rk_result_add_anomaly(&r, "MINDESTALTER", "geburtsdatum", RK_SEV_BLOCK,
+                                  "Antragsteller ist jünger als 14 Jahre");
+        assert_int_equal(rk_store_save_result(s, id, &r), 0);
+        rk_result_free(&r);
+        if (k == 1)
+            assert_int_equal(rk_store_set_job_meta(s, id, "A-1", 86400000), 0);
+        assert_int_equal(rk_store_transition(s, id, "mapped", k < 3 ? "review" : "ready",
+                                             "rekeyd", NULL),
+                         0);
+        if (k == 3) {
+            assert_int_equal(rk_store_transition(s, id, "ready", "delivering", "rekeyd", NULL), 0);
+            assert_int_equal(rk_store_transition(s, id, "delivering", "delivered", "rekeyd",
+                                                 "sqlite: delivered, target id 1"),
+                             0);
+        }
+    }
+    rk_store_close(s);
+}
+
+/* The number of rows of a query on the database at path. */
+static long count_rows(const char *path, const char *sql)
+{
+    rk_store *s;
+    char err[256];
+    assert_int_equal(rk_store_open(path, RK_STORE_READONLY, &s, err, sizeof err), 0);
+    json_t *o = NULL;
+    long n = -1;
+    if (strcmp(sql, "corrections") == 0) {
+        o = rk_store_show_json(s, 1);
+        n = (long)json_array_size(json_object_get(o, "corrections"));
+    } else if (strcmp(sql, "events") == 0) {
+        o = rk_store_events_json(s, NULL, NULL, 0, 0);
+        n = (long)json_array_size(o);
+    }
+    json_decref(o);
+    rk_store_close(s);
+    return n;
+}
+
+static const char *job_state(const char *path, int64_t id, char *buf, size_t n)
+{
+    rk_store *s;
+    char err[256];
+    assert_int_equal(rk_store_open(path, RK_STORE_READONLY, &s, err, sizeof err), 0);
+    rk_job_info ji;
+    assert_int_equal(rk_store_job_info(s, id, &ji), 0);
+    snprintf(buf, n, "%s", ji.state);
+    rk_store_close(s);
+    return buf;
+}
+
+static void test_review_commands(void **state)
+{
+    (void)state;
+    char db[300], jobs[300], xsd[300], job[300], line[512], st[16];
+    snprintf(db, sizeof db, "%s/review.db", tmpdir);
+    snprintf(jobs, sizeof jobs, "%s/jobs", tmpdir);
+    assert_int_equal(mkdir(jobs, 0700), 0);
+    snprintf(xsd, sizeof xsd, "%s/jobs/mini.xsd", tmpdir);
+    snprintf(job, sizeof job, "%s/jobs/mini.xml", tmpdir);
+    write_text(xsd, mini_xsd);
+    write_text(job, mini_job);
+    make_review_store(db);
+
+    /* status: the overdue one first */
+    run_out r = RUN("status", "--db", db);
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "Frist überschritten: 1\n  Anträge 1 (rekeyctl review list "
+                               "--overdue)\n\nAnträge in ", 76) == 0);
+    run_free(&r);
+
+    /* review list: overdue first and marked */
+    r = RUN("review", "list", "--db", db);
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "Zur Klärung: 2, davon Frist überschritten: 1\n\n", 48) == 0);
+    assert_string_equal(line_starting(r.out, "   1", line, sizeof line),
+                        "   1  mini        A-1       zur Klärung  26.11.2025 15:42:01  "
+                        "27.11.2025 15:42:01 Frist überschritten  MINDESTALTER");
+    assert_string_equal(line_starting(r.out, "   2", line, sizeof line),
+                        "   2  mini        -         zur Klärung  26.11.2025 15:42:01  "
+                        "-                                        MINDESTALTER");
+    assert_true(strstr(r.out, "   1  mini") < strstr(r.out, "   2  mini"));
+    run_free(&r);
+    r = RUN("review", "list", "--db", db, "--overdue", "--json");
+    assert_int_equal(r.rc, 0);
+    json_error_t je;
+    json_t *o = json_loads(r.out, 0, &je);
+    assert_int_equal(json_array_size(o), 1);
+    assert_int_equal(jint(json_array_get(o, 0), "id"), 1);
+    json_decref(o);
+    run_free(&r);
+
+    /* review show: the field a rule named is marked */
+    r = RUN("review", "show", "1", "--db", db);
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "Antrag 1 – zur Klärung\n", 25) == 0);
+    assert_string_equal(line_starting(r.out, "  Frist", line, sizeof line),
+                        "  Frist        27.11.2025 15:42:01 – Frist überschritten");
+    assert_string_equal(line_starting(r.out, "  Referenz", line, sizeof line),
+                        "  Referenz     A-1");
+    assert_non_null(strstr(r.out, "\n"
+                                  "     Feld          Wert im Antrag  übernommener Wert  XPath\n"
+                                  "     nachname        Brandt        BRANDT             m:Name\n"
+                                  "  !  geburtsdatum  2012-11-27      27.11.2012         "
+                                  "m:Geburtsdatum\n"));
+    run_free(&r);
+
+    /* deciding needs the job definitions */
+    r = RUN("review", "approve", "1", "--db", db);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "review approve needs the job definitions: give --config FILE"));
+    run_free(&r);
+
+    /* approve without a correction: still blocked, nothing but a note */
+    long ev0 = count_rows(db, "events");
+    r = RUN("review", "approve", "2", "--db", db, "--jobs", jobs, "--var", "target_db=/tmp/t.db",
+            "--as", "anna", "--today", "2026-11-26");
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.out, "");
+    assert_true(strncmp(r.err, "rekeyctl: Antrag 2 bleibt zur Klärung: MINDESTALTER "
+                               "(geburtsdatum): Antragsteller ist jünger als 14 Jahre\n", 101) == 0);
+    assert_non_null(strstr(r.err, "\nOffene Auffälligkeiten (1)\n"));
+    assert_string_equal(job_state(db, 2, st, sizeof st), "review");
+    assert_int_equal(count_rows(db, "events"), ev0 + 1);
+    run_free(&r);
+
+    /* correct, then approve as another person */
+    r = RUN("review", "set", "1", "geburtsdatum", "12.04.1998", "--db", db, "--jobs", jobs,
+            "--var", "target_db=/tmp/t.db", "--as", "anna", "--today", "2026-11-26");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.err, "");
+    assert_string_equal(r.out, "Feld geburtsdatum korrigiert (alter Wert: 27.11.2012, neuer "
+                               "Wert: 12.04.1998). Keine blockierenden Auffälligkeiten mehr; der "
+                               "Antrag kann freigegeben werden.\n");
+    assert_int_equal(count_rows(db, "corrections"), 1);
+    run_free(&r);
+    /* a value with an escape sequence never reaches the terminal as one */
+    r = RUN("review", "set", "1", "nachname", "Brandt\x1b[2J", "--db", db, "--jobs", jobs,
+            "--var", "target_db=/tmp/t.db", "--as", "anna");
+    assert_int_equal(r.rc, 0);
+    assert_null(strchr(r.out, '\x1b'));
+    assert_non_null(strstr(r.out, "neuer Wert: Brandt\\x1b[2J)"));
+    run_free(&r);
+    r = RUN("review", "set", "1", "nachname", "BRANDT", "--db", db, "--jobs", jobs, "--var",
+            "target_db=/tmp/t.db", "--as", "anna");
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(count_rows(db, "corrections"), 3);
+    run_free(&r);
+    r = RUN("review", "show", "1", "--db", db);
+    assert_non_null(strstr(r.out, "\n  *  geburtsdatum  2012-11-27      12.04.1998         "
+                                  "m:Geburtsdatum\n"));
+    assert_non_null(strstr(r.out, "\nKorrekturen (3)\n"
+                                  "  Feld          alter Wert     neuer Wert     durch  Zeitpunkt\n"
+                                  "  geburtsdatum  27.11.2012     12.04.1998     anna   "));
+    assert_non_null(strstr(r.out, "\n  nachname      BRANDT         Brandt\\x1b[2J  anna   "));
+    assert_null(strchr(r.out, '\x1b'));
+    run_free(&r);
+    r = RUN("review", "set", "1", "vorname", "x", "--db", db, "--jobs", jobs, "--var",
+            "target_db=/tmp/t.db");
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.err, "rekeyctl: Das Feld vorname gibt es in der Antragsart mini nicht. "
+                               "Felder: nachname, geburtsdatum\n");
+    assert_int_equal(count_rows(db, "corrections"), 3);
+    run_free(&r);
+    r = RUN("review", "approve", "1", "--db", db, "--jobs", jobs, "--var", "target_db=/tmp/t.db",
+            "--as", "bernd", "--today", "2026-11-26", "--json");
+    assert_int_equal(r.rc, 0);
+    o = json_loads(r.out, 0, &je);
+    assert_non_null(o);
+    assert_true(json_is_true(json_object_get(o, "ok")));
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "ready");
+    assert_string_equal(json_string_value(json_object_get(o, "message")),
+                        "Antrag 1 freigegeben; er wird an das Fachverfahren übertragen.");
+    json_decref(o);
+    run_free(&r);
+
+    /* reject: no job definitions needed */
+    r = RUN("review", "reject", "2", "--db", db, "--reason", "zu jung", "--as", "anna");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "Antrag 2 abgelehnt.\n");
+    assert_string_equal(job_state(db, 2, st, sizeof st), "rejected");
+    run_free(&r);
+
+    r = RUN("status", "--db", db);
+    assert_true(strncmp(r.out, "Anträge in ", 11) == 0); /* nothing overdue any more */
+    run_free(&r);
+
+    /* retry: refused for a job that did not fail */
+    r = RUN("retry", "3", "--db", db);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.err, "rekeyctl: Antrag 3 ist nicht fehlgeschlagen (Status: "
+                               "übertragen).\n");
+    run_free(&r);
+
+    /* replay --new-key: asked on a terminal; no terminal, no replay */
+    ctl_tty_override = 1;
+    ctl_in_override = fmemopen((void *)"n\n", 2, "r");
+    r = RUN("replay", "3", "--new-key", "--db", db);
+    fclose(ctl_in_override);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.err, "Antrag 3 mit neuem Schlüssel wiederholen? Das Fachverfahren "
+                               "erhält einen zweiten Datensatz. [j/N] Abgebrochen; nichts wurde "
+                               "geändert.\n");
+    run_free(&r);
+    ctl_tty_override = 0;
+    r = RUN("replay", "3", "--new-key", "--db", db);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "there is no terminal to ask, so confirm it with --yes"));
+    run_free(&r);
+    ctl_tty_override = 1;
+    ctl_in_override = fmemopen((void *)"j\n", 2, "r");
+    r = RUN("replay", "3", "--new-key", "--db", db, "--as", "olaf");
+    fclose(ctl_in_override);
+    ctl_in_override = NULL;
+    ctl_tty_override = -1;
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "Antrag 3 wird als Antrag 4 erneut verarbeitet (mit neuem "
+                                  "Schlüssel"));
+    assert_string_equal(job_state(db, 4, st, sizeof st), "received");
+    run_free(&r);
+
+    /* purge, dry run: counts what is finished (3 delivered, 2 rejected) */
+    r = RUN("purge", "--older-than", "0s", "--dry-run", "--db", db, "--json");
+    assert_int_equal(r.rc, 0);
+    o = json_loads(r.out, 0, &je);
+    assert_non_null(o);
+    assert_int_equal(jint(o, "jobs"), 2);
+    assert_int_equal(jint(o, "fields"), 4);
+    assert_true(json_is_true(json_object_get(o, "dry_run")));
+    json_decref(o);
+    run_free(&r);
+
+    /* events: CSV with a header, RFC 4180 quoting; the same as JSON */
+    long n_ev = count_rows(db, "events");
+    r = RUN("events", "--db", db);
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "id,job_id,job,at,actor,from_state,to_state,reason\r\n", 51) == 0);
+    long lines = 0;
+    for (const char *p = r.out; (p = strstr(p, "\r\n")) != NULL; p += 2)
+        lines++;
+    assert_int_equal(lines, n_ev + 1);
+    assert_non_null(strstr(r.out, ",rekeyd,delivering,delivered,\"sqlite: delivered, target id "
+                                  "1\"\r\n"));
+    assert_non_null(strstr(r.out, ",mini,"));
+    assert_non_null(strstr(r.out, ",bernd,review,ready,"));
+    run_free(&r);
+    r = RUN("events", "--db", db, "--format", "json");
+    assert_int_equal(r.rc, 0);
+    o = json_loads(r.out, 0, &je);
+    assert_non_null(o);
+    assert_int_equal((long)json_array_size(o), n_ev);
+    assert_int_equal(jint(json_array_get(o, 0), "id"), 1);
+    json_decref(o);
+    run_free(&r);
+    /* the replay (job 4) carries its job's name from the start: --job
+     * finds all of the job's events, the replay's included */
+    r = RUN("events", "--db", db, "--format", "json", "--job", "mini");
+    o = json_loads(r.out, 0, &je);
+    assert_non_null(o);
+    assert_int_equal((long)json_array_size(o), n_ev);
+    size_t i;
+    const json_t *e;
+    json_array_foreach(o, i, e) assert_string_equal(json_string_value(json_object_get(e, "job")),
+                                                    "mini");
+    json_decref(o);
+    run_free(&r);
+    r = RUN("events", "--db", db, "--json", "--job", "other");
+    assert_string_equal(r.out, "[]\n");
+    run_free(&r);
+
+    /* list: the reference column, paging with the hint */
+    r = RUN("list", "--db", db, "--limit", "2");
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "ID  Verfahren  Status", 21) == 0); /* no reference on 4, 3 */
+    assert_non_null(strstr(r.out, "\n2 Anträge gezeigt; die nächsten mit --before 3 (--limit 0 "
+                                  "zeigt alle).\n"));
+    run_free(&r);
+    r = RUN("list", "--db", db, "--limit", "2", "--before", "3", "--json");
+    o = json_loads(r.out, 0, &je);
+    assert_int_equal(json_array_size(o), 2);
+    assert_int_equal(jint(json_array_get(o, 0), "id"), 2);
+    assert_int_equal(jint(json_array_get(o, 1), "id"), 1);
+    json_decref(o);
+    run_free(&r);
+    r = RUN("list", "--db", db, "--limit", "2", "--before", "2");
+    assert_null(strstr(r.out, "--before")); /* the last page has no hint */
+    assert_true(strncmp(r.out, "ID  Verfahren  Referenz  Status", 31) == 0);
+    assert_non_null(strstr(r.out, "\n 1  mini       A-1       bereit zur Übertragung  "));
+    run_free(&r);
+    /* a connector paused after FATAL: status says so, resume ends it */
+    {
+        rk_store *ps;
+        char perr[256];
+        assert_int_equal(rk_store_open(db, 0, &ps, perr, sizeof perr), 0);
+        assert_int_equal(rk_store_pause_set(ps, "mini", "sqlite", "no such table: t"), 0);
+        rk_store_close(ps);
+    }
+    r = RUN("status", "--db", db);
+    assert_true(strncmp(r.out, "Angehaltene Anbindungen: 1\n  mini / sqlite: no such table: t "
+                               "(rekeyctl resume mini sqlite)\n\n", 85) == 0);
+    run_free(&r);
+    r = RUN("resume", "mini", "other", "--db", db);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.err, "rekeyctl: die Anbindung other der Antragsart mini ist nicht "
+                               "angehalten.\n");
+    run_free(&r);
+    r = RUN("resume", "mini", "sqlite", "--db", db);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "1 Anbindung der Antragsart mini wieder aufgenommen; wartende "
+                               "Anträge werden übertragen.\n");
+    run_free(&r);
+    r = RUN("status", "--db", db, "--json");
+    o = json_loads(r.out, 0, &je);
+    assert_int_equal(json_array_size(json_object_get(o, "paused")), 0);
+    json_decref(o);
+    run_free(&r);
+    r = RUN("resume", "--db", db);
+    assert_int_equal(r.rc, 2);
+    run_free(&r);
+
+    r = RUN("list", "--db", db, "--ref", "A-1", "--json");
+    o = json_loads(r.out, 0, &je);
+    assert_int_equal(json_array_size(o), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(o, 0), "reference")),
+                        "A-1");
+    json_decref(o);
+    run_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -625,6 +1145,10 @@ int main(void)
         cmocka_unit_test(test_usage),
         cmocka_unit_test(test_store_commands),
         cmocka_unit_test(test_map),
+        cmocka_unit_test(test_parse_when),
+        cmocka_unit_test(test_csv_cell),
+        cmocka_unit_test(test_usage_new_commands),
+        cmocka_unit_test(test_review_commands),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
