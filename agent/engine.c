@@ -18,6 +18,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <strings.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@
 #define ACTOR "rekeyd"
 
 typedef enum { W_INTAKE, W_PROCESS, W_DELIVER } wkind;
-typedef enum { P_NONE, P_FAILED, P_SCHEMA, P_MAPPED } poutcome;
+typedef enum { P_NONE, P_FAILED, P_SCHEMA, P_MAPPED, P_NOT_XML } poutcome;
 
 typedef struct slot slot;
 
@@ -53,6 +54,9 @@ typedef struct witem {
 
     /* intake */
     char *source;          /* NULL: the directory inbox */
+    char *media;           /* NULL: XML */
+    rk_attachment_in *att; /* copies, owned */
+    size_t n_att;
     rk_submit_cb ack;      /* networked sources: told after the commit */
     void *ack_arg;
     char *claimed_path;
@@ -194,6 +198,7 @@ typedef struct src_entry {
     struct src_entry *next;
     const rk_source_ops *ops;
     void *src;
+    char *id;               /* its submissions' source, for outcomes */
 } src_entry;
 
 struct rk_engine {
@@ -217,6 +222,8 @@ struct rk_engine {
     int64_t last_overdue_ms;
     int64_t last_purge_ms;
     idset held;               /* job ids queued or in flight */
+    idset notices_out;        /* notice ids handed to a source, not yet confirmed */
+    int64_t last_notice_ms;
     int64_t next_retry_ms;
     int handles_open;
 
@@ -277,6 +284,13 @@ static void witem_free(witem *w)
 {
     if (w->tracked)
         idset_del(&w->e->held, w->job_id);
+    for (size_t i = 0; i < w->n_att; i++) {
+        free((void *)w->att[i].name);
+        free((void *)w->att[i].media_type);
+        free((void *)w->att[i].data);
+    }
+    free(w->att);
+    free(w->media);
     free(w->source);
     free(w->claimed_path);
     free(w->name);
@@ -306,6 +320,7 @@ static witem *job_item(rk_engine *e, wkind kind, int64_t job_id)
 
 static void pump(rk_engine *e);
 static void maybe_finish(rk_engine *e);
+static int pump_notices(rk_engine *e);
 
 /* ---- intake ------------------------------------------------------------ */
 
@@ -386,18 +401,50 @@ static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, i
 int rk_engine_submit(rk_engine *e, const char *source, const char *source_ref,
                      const void *data, size_t len, rk_submit_cb ack, void *arg)
 {
+    rk_submit_args a = {source, source_ref, data, len, NULL, NULL, 0};
+    return rk_engine_submit2(e, &a, ack, arg);
+}
+
+/* XML media types go through the pipeline; anything else is held. */
+static int media_is_xml(const char *m)
+{
+    if (!m || !*m)
+        return 1;
+    size_t n = strcspn(m, ";");
+    return (n >= 4 && strncasecmp(m + n - 4, "/xml", 4) == 0) ||
+           (n >= 4 && strncasecmp(m + n - 4, "+xml", 4) == 0);
+}
+
+int rk_engine_submit2(rk_engine *e, const rk_submit_args *a, rk_submit_cb ack, void *arg)
+{
     if (e->stopping)
         return RK_E_STATE;
-    if (len > e->cfg->max_document)
+    if (a->len > e->cfg->max_document)
         return RK_E_LIMIT;
     witem *w = witem_new(e, W_INTAKE);
-    w->source = strdup(source);
-    w->name = strdup(source_ref);
-    w->data = rk_strndup(data, len);
-    w->len = len;
+    w->source = strdup(a->source);
+    w->name = strdup(a->source_ref);
+    w->data = rk_strndup(a->data, a->len);
+    w->len = a->len;
+    w->media = a->media_type && !media_is_xml(a->media_type) ? strdup(a->media_type) : NULL;
     w->ack = ack;
     w->ack_arg = arg;
-    if (!w->source || !w->name || !w->data) {
+    int oom = !w->source || !w->name || !w->data ||
+              (a->media_type && !media_is_xml(a->media_type) && !w->media);
+    if (a->n_attachments) {
+        w->att = calloc(a->n_attachments, sizeof *w->att);
+        oom |= !w->att;
+        for (size_t i = 0; w->att && i < a->n_attachments; i++) {
+            const rk_attachment_in *in = &a->attachments[i];
+            w->att[i].name = strdup(in->name ? in->name : "");
+            w->att[i].media_type = in->media_type ? strdup(in->media_type) : NULL;
+            w->att[i].data = rk_strndup(in->data, in->len);
+            w->att[i].len = in->len;
+            w->n_att++;
+            oom |= !w->att[i].name || !w->att[i].data;
+        }
+    }
+    if (oom) {
         witem_free(w);
         return -ENOMEM;
     }
@@ -430,7 +477,13 @@ static int commit_intake(rk_engine *e, witem *w)
         .zlen = w->zlen,
         .received_ms = w->received_ms,
     };
-    return rk_store_add_submission(e->store, &in, ACTOR, &w->job_id);
+    int rc = rk_store_add_submission(e->store, &in, ACTOR, &w->job_id);
+    if (!rc && w->media)
+        rc = rk_store_set_media(e->store, w->job_id, w->media);
+    for (size_t i = 0; !rc && i < w->n_att; i++)
+        rc = rk_store_add_attachment(e->store, w->job_id, w->att[i].name,
+                                     w->att[i].media_type, w->att[i].data, w->att[i].len);
+    return rc;
 }
 
 static void post_intake(rk_engine *e, witem *w, int committed)
@@ -462,6 +515,8 @@ static void post_intake(rk_engine *e, witem *w, int committed)
     }
     /* hand the document on to processing without reading it back */
     witem *p = job_item(e, W_PROCESS, w->job_id);
+    p->media = w->media;
+    w->media = NULL;
     p->data = w->data;
     p->len = w->len;
     w->data = NULL;
@@ -475,6 +530,14 @@ static void process_work(uv_work_t *req)
 {
     witem *w = req->data;
     rk_engine *e = w->e;
+    if (w->media) {
+        w->outcome = P_NOT_XML;
+        rk_result_add_anomaly(&w->res, "DATEN_KEIN_XML", NULL, RK_SEV_BLOCK,
+                              "Die Einreichung enthält Daten vom Typ %.100s; keine Antragsart "
+                              "verarbeitet sie. Bitte von Hand bearbeiten oder ablehnen.",
+                              w->media);
+        return;
+    }
     const char *code = NULL;
     char msg[600];
     xmlDocPtr doc = rk_doc_parse(w->data, w->len, &code, msg, sizeof msg);
@@ -533,6 +596,12 @@ static int commit_process(rk_engine *e, witem *w)
     if (rc)
         return rc;
     char codes[512];
+    if (w->outcome == P_NOT_XML) {
+        if ((rc = rk_store_save_result(s, w->job_id, &w->res)) != 0)
+            return rc;
+        return rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_REVIEW, ACTOR,
+                                   "held: DATEN_KEIN_XML");
+    }
     if (w->outcome == P_FAILED) {
         anomaly_codes(&w->res, 0, codes, sizeof codes);
         if ((rc = rk_store_save_result(s, w->job_id, &w->res)) != 0)
@@ -1041,6 +1110,7 @@ static void on_watch(uv_timer_t *t)
         arm_retry_timer(e);
         pump(e);
     }
+    pump_notices(e);
     int64_t now = rk_now_ms();
     if (now - e->last_overdue_ms >= 60000) {
         e->last_overdue_ms = now;
@@ -1139,6 +1209,7 @@ static void pump(rk_engine *e)
             int rc = rk_store_load_payload(e->store, w->job_id, e->cfg->max_document,
                                            &w->data, &w->len, &uid);
             free(uid);
+            w->media = rk_store_media(e->store, w->job_id);
             if (rc) {
                 rk_error("process", "job %lld: payload cannot be read: %s",
                          (long long)w->job_id, rk_strerror(rc));
@@ -1177,15 +1248,79 @@ static int sources_idle(rk_engine *e)
     return 1;
 }
 
-void rk_engine_add_source(rk_engine *e, const rk_source_ops *ops, void *src)
+void rk_engine_add_source_id(rk_engine *e, const rk_source_ops *ops, void *src,
+                             const char *source_id)
 {
     src_entry *s = calloc(1, sizeof *s);
     if (!s)
         abort();
     s->ops = ops;
     s->src = src;
+    s->id = source_id ? strdup(source_id) : NULL;
     s->next = e->sources;
     e->sources = s;
+}
+
+void rk_engine_add_source(rk_engine *e, const rk_source_ops *ops, void *src)
+{
+    rk_engine_add_source_id(e, ops, src, NULL);
+}
+
+static src_entry *source_by_id(rk_engine *e, const char *id)
+{
+    for (src_entry *s = e->sources; s; s = s->next)
+        if (s->id && s->ops->outcome && strcmp(s->id, id) == 0)
+            return s;
+    return NULL;
+}
+
+typedef struct notice_ctx {
+    rk_engine *e;
+    int offered;  /* handed to a source now */
+    int waiting;  /* unsent for a registered source (offered or in flight) */
+} notice_ctx;
+
+static int on_notice(const rk_notice *n, void *arg)
+{
+    notice_ctx *c = arg;
+    src_entry *src = source_by_id(c->e, n->source);
+    if (!src)
+        return 0; /* no such source running now: it stays for a later start */
+    c->waiting++;
+    if (idset_has(&c->e->notices_out, n->id))
+        return 0;
+    idset_add(&c->e->notices_out, n->id);
+    c->offered++;
+    src->ops->outcome(src->src, n->id, n->source_ref, n->job_id, n->state, n->reason);
+    return 0;
+}
+
+/* Offers unsent notices to their sources; returns how many notices for
+ * running sources are unsent (offered now or earlier). */
+static int pump_notices(rk_engine *e)
+{
+    int any = 0;
+    for (src_entry *s = e->sources; s; s = s->next)
+        any |= s->id && s->ops->outcome;
+    if (!any || e->stopping)
+        return 0;
+    e->last_notice_ms = rk_now_ms();
+    notice_ctx c = {e, 0, 0};
+    rk_store_notices(e->store, 256, on_notice, &c);
+    return c.waiting;
+}
+
+void rk_engine_notice_done(rk_engine *e, int64_t notice_id, int ok, const char *error)
+{
+    idset_del(&e->notices_out, notice_id);
+    if (!e->store)
+        return;
+    if (rk_store_notice_done(e->store, notice_id, ok, error))
+        rk_error("engine", "notice %lld: cannot record the source's answer",
+                 (long long)notice_id);
+    else if (!ok)
+        rk_warn("engine", "notice %lld: the source could not tell its sender: %s",
+                (long long)notice_id, error ? error : "?");
 }
 
 uv_loop_t *rk_engine_loop(rk_engine *e) { return e->loop; }
@@ -1202,8 +1337,12 @@ static void on_check(uv_check_t *h)
         flush(e);
         pump(e);
     }
+    if (!e->stopping && rk_now_ms() - e->last_notice_ms >= 100)
+        pump_notices(e);
+    /* --once is done when nothing is queued or in flight anywhere and
+     * every notice a running source should send has been confirmed */
     if (e->once && !e->stopping && engine_idle(e) && e->inbox && rk_inbox_idle(e->inbox) &&
-        sources_idle(e)) {
+        sources_idle(e) && e->notices_out.n == 0 && pump_notices(e) == 0) {
         rk_info("engine", "--once: inbox empty and queue idle");
         rk_engine_stop(e);
     }
@@ -1262,6 +1401,7 @@ static void on_handle_closed(uv_handle_t *h)
         int status = e->status;
         pthread_rwlock_destroy(&e->reg_lock);
         free(e->held.slot);
+        free(e->notices_out.slot);
         free(e);
         if (cb)
             cb(arg, status);
@@ -1325,6 +1465,7 @@ static void maybe_finish(rk_engine *e)
         e->sources = src->next;
         e->handles_open++;
         src->ops->stop(src->src, on_source_closed, e);
+        free(src->id);
         free(src);
     }
     uv_close((uv_handle_t *)&e->check, on_handle_closed);

@@ -49,6 +49,27 @@ typedef void (*rk_submit_cb)(void *arg, int rc, int64_t job_id, const char *msg)
 int rk_engine_submit(rk_engine *e, const char *source, const char *source_ref,
                      const void *data, size_t len, rk_submit_cb ack, void *arg);
 
+/* The same with a media type and attachments, stored in the same commit.
+ * A document whose media type is not XML (e.g. "application/json") is
+ * stored and held for review with the anomaly DATEN_KEIN_XML: no job
+ * processes anything but XML.  Everything is copied. */
+typedef struct rk_attachment_in {
+    const char *name;        /* the source's id or file name of the attachment */
+    const char *media_type;  /* or NULL */
+    const void *data;
+    size_t len;
+} rk_attachment_in;
+typedef struct rk_submit_args {
+    const char *source;
+    const char *source_ref;
+    const void *data;
+    size_t len;
+    const char *media_type;  /* NULL, or an XML type: the normal pipeline */
+    const rk_attachment_in *attachments;
+    size_t n_attachments;
+} rk_submit_args;
+int rk_engine_submit2(rk_engine *e, const rk_submit_args *a, rk_submit_cb ack, void *arg);
+
 /* What the engine needs of a source: whether it has nothing left to do
  * (for --once) and how to stop it (drain).  stop must call done(done_arg)
  * once every handle of the source is closed. */
@@ -56,9 +77,25 @@ typedef struct rk_source_ops {
     const char *name;
     int (*idle)(void *src);
     void (*stop)(void *src, void (*done)(void *done_arg), void *done_arg);
+    /* Optional: a submission of this source was delivered or rejected
+     * (state "delivered" or "rejected"; reason: the Begruendung of a
+     * rejection, or NULL).  The source tells its sender and then calls
+     * rk_engine_notice_done with notice_id; until it confirms, the notice
+     * is offered again (after a restart too), so it must be harmless to
+     * send twice.  Strings are valid during the call only. */
+    void (*outcome)(void *src, int64_t notice_id, const char *source_ref, int64_t job_id,
+                    const char *state, const char *reason);
 } rk_source_ops;
 /* Registers a source; the engine stops it when it stops. */
 void rk_engine_add_source(rk_engine *e, const rk_source_ops *ops, void *src);
+/* Registers a source that stores under the source id `source_id` (the
+ * `source` of its rk_engine_submit calls, e.g. "fitconnect:portal") and
+ * wants to hear outcomes through ops->outcome. */
+void rk_engine_add_source_id(rk_engine *e, const rk_source_ops *ops, void *src,
+                             const char *source_id);
+/* The source has told its sender (ok = 1) or could not (ok = 0: offered
+ * again later, error kept with the notice).  Loop thread only. */
+void rk_engine_notice_done(rk_engine *e, int64_t notice_id, int ok, const char *error);
 uv_loop_t *rk_engine_loop(rk_engine *e);
 const rk_config *rk_engine_config(rk_engine *e);
 

@@ -1088,4 +1088,4 @@ static void ops_stop(void *src, void (*done)(void *), void *arg)
     rk_http_inbox_stop(src, done, arg);
 }
 
-const rk_source_ops rk_http_inbox_ops = {"http", ops_idle, ops_stop};
+const rk_source_ops rk_http_inbox_ops = {"http", ops_idle, ops_stop, NULL};

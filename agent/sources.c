@@ -70,7 +70,7 @@ static void w_stop(void *p, void (*done)(void *), void *arg)
     w->ops->stop(w->src, on_inner_stopped, w);
 }
 
-static const rk_source_ops wrapped_ops = {"network", w_idle, w_stop};
+static const rk_source_ops wrapped_ops = {"network", w_idle, w_stop, NULL};
 
 /* Registers src with the engine behind the counting wrapper. */
 static int add(rk_engine *e, shared *sh, const rk_source_ops *ops, void *src)

@@ -158,6 +158,30 @@ static const char *const migrations[] = {
     "  reason TEXT,"
     "  paused_at TEXT NOT NULL,"
     "  PRIMARY KEY (job, connector)) WITHOUT ROWID;",
+    /* 6: networked sources: media type and attachments of a submission,
+     * and notices that tell a source what became of its submissions */
+    "ALTER TABLE submissions ADD COLUMN media_type TEXT;"
+    "CREATE TABLE attachments ("
+    "  id INTEGER PRIMARY KEY,"
+    "  submission_id INTEGER NOT NULL REFERENCES submissions(id),"
+    "  name TEXT NOT NULL,"
+    "  media_type TEXT,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  data BLOB);"
+    "CREATE INDEX attachments_submission ON attachments(submission_id);"
+    "CREATE TABLE notices ("
+    "  id INTEGER PRIMARY KEY,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  source TEXT NOT NULL,"
+    "  source_ref TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  reason TEXT,"
+    "  created_at TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT,"
+    "  sent_at TEXT);"
+    "CREATE INDEX notices_unsent ON notices(sent_at, id);",
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSION,
                "RK_STORE_SCHEMA_VERSION in store.h must count the migrations");
@@ -445,6 +469,34 @@ static int add_event(rk_store *s, int64_t job_id, const char *from, const char *
     return step_done(s, st);
 }
 
+/* A source that can be told (not the directory inbox) learns that its
+ * submission was delivered or rejected: a notice row, written in the
+ * transaction of the transition, sent by the engine until the source
+ * confirms.  The reason of a rejection is the Begruendung, cleared once
+ * the notice is sent. */
+static int add_notice(rk_store *s, int64_t job_id, const char *state)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO notices(job_id, source, source_ref, state, reason,"
+                           " created_at) SELECT j.id, s.source, s.source_ref, ?2,"
+                           " CASE WHEN ?2 = 'rejected' THEN (SELECT message FROM anomalies a"
+                           "  WHERE a.job_id = j.id AND a.code = 'ABGELEHNT'"
+                           "  ORDER BY a.id DESC LIMIT 1) END, ?3"
+                           " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+                           " WHERE j.id = ?1 AND s.source NOT LIKE 'dir:%'",
+                           -1, &st, NULL) != SQLITE_OK)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    bind_text(st, 2, state);
+    bind_text(st, 3, at);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : RK_E_DB;
+}
+
 int rk_store_add_submission(rk_store *s, const rk_submission_in *in, const char *actor,
                             int64_t *job_id)
 {
@@ -579,6 +631,9 @@ int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const cha
     if ((rc = step_done(s, st)) != 0)
         return rc;
     if ((rc = add_event(s, job_id, cur, to, actor, reason)) != 0)
+        return rc;
+    if ((strcmp(to, RK_ST_DELIVERED) == 0 || strcmp(to, RK_ST_REJECTED) == 0) &&
+        (rc = add_notice(s, job_id, to)) != 0)
         return rc;
     /* one log line per transition: ids, states and the reason (codes and
      * technical messages, never the citizen's data) */
@@ -1263,6 +1318,9 @@ int rk_store_purge(rk_store *s, int64_t cutoff_ms, const char *job, int dry_run,
              keep_payload);
     rc = run(s, sql, NULL);
     if (!rc)
+        rc = run(s, "UPDATE attachments SET data = NULL WHERE submission_id IN"
+                    " (SELECT id FROM submissions WHERE payload IS NULL)", NULL);
+    if (!rc)
         rc = run(s, "DELETE FROM fields WHERE job_id IN (SELECT id FROM purge_jobs)", NULL);
     if (!rc)
         rc = run(s, "DELETE FROM corrections WHERE job_id IN (SELECT id FROM purge_jobs)",
@@ -1446,4 +1504,94 @@ int rk_store_pauses(rk_store *s, void (*cb)(const char *job, const char *connect
            (const char *)sqlite3_column_text(st, 2), arg);
     sqlite3_finalize(st);
     return 0;
+}
+
+/* ---- networked sources: attachments, media types, notices ------------- */
+
+int rk_store_set_media(rk_store *s, int64_t job_id, const char *media_type)
+{
+    return run(s, "UPDATE submissions SET media_type = ? WHERE id ="
+                  " (SELECT submission_id FROM jobs WHERE id = ?)", "ti", media_type, job_id);
+}
+
+char *rk_store_media(rk_store *s, int64_t job_id)
+{
+    sqlite3_stmt *st;
+    char *v = NULL;
+    if (sqlite3_prepare_v2(s->db, "SELECT s.media_type FROM jobs j JOIN submissions s ON"
+                                  " s.id = j.submission_id WHERE j.id = ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_int64(st, 1, job_id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = col_dup(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int rk_store_add_attachment(rk_store *s, int64_t job_id, const char *name,
+                            const char *media_type, const void *data, size_t len)
+{
+    char sha[65];
+    rk_sha256_hex(data, len, sha);
+    void *z = NULL;
+    size_t zlen = 0;
+    int rc = rk_deflate(data, len, &z, &zlen);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO attachments(submission_id, name, media_type,"
+                                  " sha256, size, data) SELECT submission_id, ?, ?, ?, ?, ?"
+                                  " FROM jobs WHERE id = ?", -1, &st, NULL) != SQLITE_OK) {
+        free(z);
+        return RK_E_DB;
+    }
+    bind_text(st, 1, name);
+    bind_text(st, 2, media_type);
+    bind_text(st, 3, sha);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)len);
+    sqlite3_bind_blob(st, 5, z, (int)zlen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, job_id);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    free(z);
+    return rc == SQLITE_DONE ? 0 : RK_E_DB;
+}
+
+int rk_store_notices(rk_store *s, size_t limit,
+                     int (*cb)(const rk_notice *n, void *arg), void *arg)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT id, job_id, source, source_ref, state, reason,"
+                                  " attempts FROM notices WHERE sent_at IS NULL ORDER BY id"
+                                  " LIMIT ?", -1, &st, NULL) != SQLITE_OK)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, limit ? (sqlite3_int64)limit : -1);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        rk_notice n = {
+            .id = sqlite3_column_int64(st, 0),
+            .job_id = sqlite3_column_int64(st, 1),
+            .source = (const char *)sqlite3_column_text(st, 2),
+            .source_ref = (const char *)sqlite3_column_text(st, 3),
+            .state = (const char *)sqlite3_column_text(st, 4),
+            .reason = (const char *)sqlite3_column_text(st, 5),
+            .attempts = sqlite3_column_int(st, 6),
+        };
+        if (cb(&n, arg))
+            break;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int rk_store_notice_done(rk_store *s, int64_t id, int ok, const char *error)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    if (ok)
+        return run(s, "UPDATE notices SET sent_at = ?, reason = NULL, last_error = NULL"
+                      " WHERE id = ?", "ti", at, id);
+    return run(s, "UPDATE notices SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+               "ti", error, id);
 }

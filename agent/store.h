@@ -38,7 +38,7 @@ typedef struct rk_store rk_store;
 
 /* The schema version this rekey writes (PRAGMA user_version): the number
  * of migrations in store.c. */
-#define RK_STORE_SCHEMA_VERSION 5
+#define RK_STORE_SCHEMA_VERSION 6
 
 #define RK_STORE_READONLY 0x1 /* rekeyctl's read commands */
 #define RK_STORE_SYNC_NORMAL 0x2 /* synchronous=NORMAL instead of FULL */
@@ -210,6 +210,32 @@ int rk_store_pause_clear(rk_store *s, const char *job, const char *connector, in
                          int64_t *cleared);
 int rk_store_pauses(rk_store *s, void (*cb)(const char *job, const char *connector,
                                             const char *reason, void *arg), void *arg);
+
+/* Networked sources.  The media type of a submission (NULL = XML). */
+int rk_store_set_media(rk_store *s, int64_t job_id, const char *media_type);
+char *rk_store_media(rk_store *s, int64_t job_id); /* caller frees; NULL = XML */
+/* An attachment of the job's submission, stored zlib-compressed with its
+ * SHA-256; the retention purge deletes its data with the payload. */
+int rk_store_add_attachment(rk_store *s, int64_t job_id, const char *name,
+                            const char *media_type, const void *data, size_t len);
+
+/* What a source is told about its submissions: a notice is written with
+ * every transition to delivered or rejected of a submission that did not
+ * come from the directory inbox, and stays unsent until the source
+ * confirms (rk_store_notice_done with ok). */
+typedef struct rk_notice {
+    int64_t id;
+    int64_t job_id;
+    const char *source;     /* e.g. "fitconnect:portal" */
+    const char *source_ref; /* the source's id of the submission */
+    const char *state;      /* delivered | rejected */
+    const char *reason;     /* the Begruendung of a rejection, or NULL */
+    int attempts;
+} rk_notice;
+/* Calls cb for unsent notices, oldest first (strings valid during cb). */
+int rk_store_notices(rk_store *s, size_t limit,
+                     int (*cb)(const rk_notice *n, void *arg), void *arg);
+int rk_store_notice_done(rk_store *s, int64_t id, int ok, const char *error);
 
 /* SQLite's data_version: changes when another connection committed. */
 int64_t rk_store_data_version(rk_store *s);

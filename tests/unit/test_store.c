@@ -1015,12 +1015,104 @@ static void test_group_commit_rollback(void **state)
     assert_int_equal(count_where(f, "events", NULL), 2);
 }
 
+/* Stores doc from a networked source. */
+static int64_t add_net(fixture *f, const char *ref)
+{
+    void *z;
+    size_t zlen;
+    assert_int_equal(rk_deflate("<A/>", 4, &z, &zlen), 0);
+    char uid[40], sha[65];
+    snprintf(uid, sizeof uid, "net%04d", ++f->n_subs);
+    rk_sha256_hex("<A/>", 4, sha);
+    rk_submission_in in = {uid, "fitconnect:p", ref, sha, 4, z, zlen, T0};
+    int64_t id = 0;
+    assert_int_equal(rk_store_add_submission(f->s, &in, "test", &id), 0);
+    free(z);
+    return id;
+}
+
+typedef struct notices_seen {
+    int n;
+    int64_t id[8];
+    char state[8][16];
+    char ref[8][32];
+    char reason[8][64];
+} notices_seen;
+
+static int on_notice_row(const rk_notice *n, void *arg)
+{
+    notices_seen *ns = arg;
+    if (ns->n < 8) {
+        ns->id[ns->n] = n->id;
+        snprintf(ns->state[ns->n], sizeof ns->state[0], "%s", n->state);
+        snprintf(ns->ref[ns->n], sizeof ns->ref[0], "%s", n->source_ref);
+        snprintf(ns->reason[ns->n], sizeof ns->reason[0], "%s", n->reason ? n->reason : "-");
+    }
+    ns->n++;
+    return 0;
+}
+
+/* Delivered and rejected submissions of a networked source leave a notice
+ * (in the transition's transaction); the directory inbox's do not; a sent
+ * notice is not offered again and its reason is cleared. */
+static void test_notices_for_networked_sources(void **state)
+{
+    fixture *f = *state;
+    int64_t dir = add(f);
+    int64_t a = add_net(f, "sub-a");
+    int64_t b = add_net(f, "sub-b");
+    assert_int_equal(rk_store_transition(f->s, dir, NULL, "delivered", "t", NULL), 0);
+    assert_int_equal(rk_store_transition(f->s, a, NULL, "delivered", "t", NULL), 0);
+    assert_int_equal(rk_store_add_anomaly(f->s, b, "ABGELEHNT", NULL, RK_SEV_BLOCK,
+                                          "Unterlagen fehlen"), 0);
+    assert_int_equal(rk_store_transition(f->s, b, NULL, "rejected", "t", NULL), 0);
+    notices_seen ns = {0};
+    assert_int_equal(rk_store_notices(f->s, 0, on_notice_row, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_string_equal(ns.ref[0], "sub-a");
+    assert_string_equal(ns.state[0], "delivered");
+    assert_string_equal(ns.reason[0], "-");
+    assert_string_equal(ns.ref[1], "sub-b");
+    assert_string_equal(ns.state[1], "rejected");
+    assert_string_equal(ns.reason[1], "Unterlagen fehlen");
+    /* a failed attempt keeps it; a confirmed one is gone and its reason cleared */
+    assert_int_equal(rk_store_notice_done(f->s, ns.id[1], 0, "portal down"), 0);
+    assert_int_equal(rk_store_notice_done(f->s, ns.id[0], 1, NULL), 0);
+    notices_seen again = {0};
+    assert_int_equal(rk_store_notices(f->s, 0, on_notice_row, &again), 0);
+    assert_int_equal(again.n, 1);
+    assert_string_equal(again.ref[0], "sub-b");
+    assert_int_equal(count_where(f, "notices", "attempts = 1 AND last_error = 'portal down'"), 1);
+    assert_int_equal(count_where(f, "notices", "sent_at IS NOT NULL AND reason IS NULL"), 1);
+}
+
+static void test_media_and_attachments(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add_net(f, "sub-json");
+    char *m = rk_store_media(f->s, id);
+    assert_null(m); /* XML unless said otherwise */
+    assert_int_equal(rk_store_set_media(f->s, id, "application/json"), 0);
+    m = rk_store_media(f->s, id);
+    assert_string_equal(m, "application/json");
+    free(m);
+    assert_int_equal(rk_store_add_attachment(f->s, id, "att-1", "application/pdf", "%PDF-1.4", 8),
+                     0);
+    /* sha256sum of "%PDF-1.4" */
+    assert_int_equal(count_where(f, "attachments", "name = 'att-1' AND size = 8 AND"
+                                 " media_type = 'application/pdf' AND sha256 ="
+                                 " 'e16fa5d9b51928755db85b917f0297babaf22c7a47e97d9212adab56e61ba04e'"), 1);
+    assert_int_equal(count_where(f, "attachments", "data IS NOT NULL"), 1);
+}
+
 int main(void)
 {
     rk_log_set_level(RK_LOG_LVL_ERROR);
     umask(022);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
+        T(test_notices_for_networked_sources),
+        T(test_media_and_attachments),
         T(test_open_creates_0600_wal_migrated),
         T(test_reopen_does_not_migrate_again),
         T(test_newer_schema_refused),
