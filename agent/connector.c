@@ -439,13 +439,54 @@ void rk_settings_free(rk_kv *kv, size_t n)
 
 /* The log callback handed to open(): ctx is the instance's component
  * string ("connector:NAME"), which lives as long as the instance. */
+/* Replaces, in buf, every occurrence of a secret setting's value (4
+ * characters or more: shorter ones would blank out ordinary words) with
+ * "[redacted]".  A target that echoes a token or password in its answer
+ * must not put it into logs, the queue or the event trail. */
+static void redact(const rk_connector *d, const rk_kv *kv, size_t n, char *buf, size_t size)
+{
+    if (!buf || !size || !*buf)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = kv[i].value;
+        if (!v || strlen(v) < 4 || !rk_setting_is_secret(d, kv[i].name) || !strstr(buf, v))
+            continue;
+        rk_buf out;
+        rk_buf_init(&out, size);
+        size_t vl = strlen(v);
+        const char *p = buf;
+        for (const char *hit; (hit = strstr(p, v)) != NULL; p = hit + vl) {
+            rk_buf_append(&out, p, (size_t)(hit - p));
+            rk_buf_append(&out, "[redacted]", 10);
+        }
+        rk_buf_append(&out, p, strlen(p));
+        snprintf(buf, size, "%s", out.data ? out.data : "");
+        rk_buf_free(&out);
+    }
+}
+
+/* Folds control characters (libpq's "\n\t" among them) to spaces, so a
+ * connector's message stays one log line and one table cell. */
+static void fold_controls(char *buf)
+{
+    for (unsigned char *p = (unsigned char *)buf; p && *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+}
+
 static void conn_log(void *ctx, int level, const char *message)
 {
+    rk_conn *c = ctx;
     if (level < RK_LOG_ERROR)
         level = RK_LOG_ERROR;
     if (level > RK_LOG_DEBUG)
         level = RK_LOG_DEBUG;
-    rk_log(level, ctx ? (const char *)ctx : "connector", "%s", message ? message : "");
+    char line[2048];
+    snprintf(line, sizeof line, "%s", message ? message : "");
+    if (c)
+        redact(c->plugin->desc, c->settings, c->n_settings, line, sizeof line);
+    fold_controls(line);
+    rk_log(level, c ? c->component : "connector", "%s", line);
 }
 
 /*
@@ -488,12 +529,14 @@ rk_conn *rk_conn_open(rk_plugin *p, const char *job_name, const rk_setting *sett
         .settings = c->settings,
         .n_settings = c->n_settings,
         .log = conn_log,
-        .log_ctx = c->component,
+        .log_ctx = c,
     };
     char perr[1024] = "";
     void *inst = NULL;
     if (d->open(&args, &inst, perr, sizeof perr) != 0) {
         perr[sizeof perr - 1] = '\0';
+        redact(d, c->settings, c->n_settings, perr, sizeof perr);
+        fold_controls(perr);
         snprintf(err, errlen, "connector '%s' could not open for job '%s': %s", d->name,
                  c->job_name, perr[0] ? perr : "no reason given");
         rk_settings_free(c->settings, c->n_settings);
@@ -563,6 +606,10 @@ rk_deliver_status rk_conn_deliver(rk_conn *c, const rk_record *rec, char *messag
         st = RK_DELIVER_FATAL;
         break;
     }
+    redact(c->plugin->desc, c->settings, c->n_settings, msg, sizeof msg);
+    redact(c->plugin->desc, c->settings, c->n_settings, tid, sizeof tid);
+    fold_controls(msg);
+    fold_controls(tid);
     if (st == RK_DELIVER_RETRY && res.retry_after_ms >= 0)
         ra = res.retry_after_ms;
     if (st != RK_DELIVER_OK)

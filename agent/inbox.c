@@ -14,7 +14,12 @@
  * leave within milliseconds) and a scan needs the listing and the stat of
  * each name at once; uv_fs_scandir would give the names only and adds a
  * thread-pool round trip for no gain.  Symlinks are not regular files to
- * fstatat without following, so a link into /etc is never read.
+ * fstatat without following: a link (or a FIFO, a socket, a device) is
+ * moved as it is to the error folder, so a link into /etc is never read;
+ * the reader opens with O_NOFOLLOW in case one was swapped in after the
+ * scan.  File names that could not be carried safely into the store and
+ * the logs (control characters, not UTF-8, over MAX_NAME bytes) are
+ * refused before the claim, and names in log lines are escaped.
  *
  * Crash recovery: files left in .claimed/ by an instance that no longer
  * runs are re-claimed at start (an atomic rename to this instance's
@@ -52,6 +57,8 @@
 #define DEF_MAX_RATIO 100u
 
 #define REASON_NOT_XML "not an XML submission: only .xml and .xml.gz are taken"
+#define MAX_NAME 200    /* longest file name taken, bytes (room for suffixes) */
+#define LOGNAME_MAX (4 * NAME_MAX + 8) /* a name escaped for a log line */
 
 /* A file seen in the inbox but not yet taken. */
 typedef struct seen_file {
@@ -60,6 +67,7 @@ typedef struct seen_file {
     int64_t mtime_ns;
     uint64_t since_ms; /* monotonic ms when this size+mtime was first seen */
     int stuck;         /* the claim failed (not ENOENT): retried quietly */
+    const char *special; /* not a regular file: what it is ("symbolic link") */
 } seen_file;
 
 /* A file re-claimed from a dead instance, reported on the first scan. */
@@ -126,6 +134,99 @@ static int ends_with_ci(const char *s, const char *suf)
 static int is_submission_name(const char *name)
 {
     return ends_with_ci(name, ".xml") || ends_with_ci(name, ".xml.gz");
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 when the
+ * bytes there are not one: overlong forms, surrogates and code points
+ * above U+10FFFF are invalid too. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    unsigned cp = c & (0x3Fu >> (len - 1));
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3Fu);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/*
+ * A file name as it may appear in a log line: control characters, DEL,
+ * the backslash and bytes that are not valid UTF-8 become \xHH.  Names
+ * come from whoever can write into the inbox; unescaped, "a\nb.xml"
+ * would forge a second log line and an ESC byte would drive the
+ * operator's terminal.  Returns buf (LOGNAME_MAX bytes hold any name).
+ */
+static const char *log_name(const char *name, char *buf, size_t buflen)
+{
+    const unsigned char *s = (const unsigned char *)name;
+    size_t n = strlen(name), o = 0;
+    if (!buflen)
+        return "";
+    for (size_t i = 0; i < n;) {
+        size_t k = s[i] < 0x20 || s[i] == 0x7F || s[i] == '\\' ? 0 : utf8_seq(s + i, n - i);
+        if (k == 0) {
+            if (o + 4 >= buflen)
+                break;
+            snprintf(buf + o, buflen - o, "\\x%02X", s[i]);
+            o += 4;
+            i++;
+        } else {
+            if (o + k >= buflen)
+                break;
+            memcpy(buf + o, s + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/*
+ * What is wrong with a file name that the rest of rekey could not carry
+ * safely, or NULL.  Such a file is refused (error folder) before it is
+ * claimed: its name would reach the database, rekeyctl, the dashboard
+ * and the target as the submission's source reference.
+ */
+static const char *name_problem(const char *name)
+{
+    const unsigned char *s = (const unsigned char *)name;
+    size_t n = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] == 0x7F)
+            return "the file name contains control characters; rename the file and put it "
+                   "back";
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(s + i, n - i);
+        if (!k)
+            return "the file name is not valid UTF-8; rename the file and put it back";
+        i += k;
+    }
+    if (n > MAX_NAME)
+        return "the file name is longer than 200 bytes; rename the file and put it back";
+    return NULL;
 }
 
 static uint64_t mono_ms(void) { return uv_hrtime() / 1000000u; }
@@ -215,7 +316,7 @@ static int move_noreplace(const char *src, const char *dst)
 
 /* Copies src into a new hidden temporary file in dir (0600, fsynced,
  * mtime kept), for moves across file systems.  The temp path goes to
- * tmp.  0 or -errno. */
+ * tmp.  0 or -errno; -EXDEV for what is not a regular file. */
 static int copy_to_temp(const char *src, const char *dir, char *tmp,
                         size_t tmplen)
 {
@@ -227,9 +328,17 @@ static int copy_to_temp(const char *src, const char *dir, char *tmp,
     snprintf(base, sizeof base, ".copy.%s.tmp", hex);
     if ((rc = join(tmp, tmplen, dir, base, NULL)) != 0)
         return rc;
-    int in = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK and the S_ISREG check: a refused FIFO must not block the
+     * loop thread in open() or read(); links fail with ELOOP.  Neither can
+     * be copied: -EXDEV says why it stays where it is. */
+    int in = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (in < 0)
-        return -errno;
+        return errno == ELOOP ? -EXDEV : -errno;
+    struct stat ist;
+    if (fstat(in, &ist) != 0 || !S_ISREG(ist.st_mode)) {
+        close(in);
+        return -EXDEV;
+    }
     int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (out < 0) {
         rc = -errno;
@@ -369,6 +478,52 @@ static int write_reason(const char *dir, const char *path, const char *reason)
         rc = -errno;
     if (rc)
         unlink(tmp);
+    return rc;
+}
+
+/* Makes a file rekey moved into its archive or error folder 0600, as if
+ * rekey had written it (the portal may have dropped it 0644).  Best
+ * effort: a file of another user keeps its mode, the folder (0700) still
+ * guards it.  Opened with O_NOFOLLOW, so a refused symbolic link in the
+ * error folder never passes the chmod on to its target. */
+static void restrict_mode(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 07177) != 0)
+        (void)fchmod(fd, st.st_mode & 0600);
+    close(fd);
+}
+
+/* Moves src into the error folder as ename (made unique) and writes
+ * ename.reason beside it; shown is the name for the log line.  0 or
+ * -errno (-ENOENT: src is gone, another instance took it). */
+static int to_error(rk_inbox *in, const char *src, const char *ename, const char *shown,
+                    const char *reason)
+{
+    char dst[PATH_MAX], rpath[PATH_MAX], lname[LOGNAME_MAX];
+    log_name(shown, lname, sizeof lname);
+    if (!reason)
+        reason = "unknown reason";
+    int rc = move_unique(src, in->error, ename, 1, dst, sizeof dst);
+    if (rc) {
+        if (rc != -ENOENT)
+            rk_error(COMP, "instance %s: cannot move %s to the error folder: %s", in->id,
+                     lname, rk_strerror(rc));
+        return rc;
+    }
+    restrict_mode(dst);
+    int n = snprintf(rpath, sizeof rpath, "%s.reason", dst);
+    if (n < 0 || (size_t)n >= sizeof rpath)
+        return -ENAMETOOLONG;
+    rc = write_reason(in->error, rpath, reason);
+    if (rc)
+        rk_error(COMP, "instance %s: cannot write the reason file for %s: %s", in->id, lname,
+                 rk_strerror(rc));
+    else
+        rk_warn(COMP, "instance %s: %s moved to the error folder: %s", in->id, lname, reason);
     return rc;
 }
 
@@ -548,7 +703,7 @@ static int leftovers_collect(rk_inbox *in)
     }
     closedir(d);
     for (size_t i = 0; i < nnames && !rc; i++) {
-        char oid[ID_HEX + 1];
+        char oid[ID_HEX + 1], lname[LOGNAME_MAX];
         char *orig = parse_claimed_name(names[i], oid);
         if (!orig) {
             rc = -ENOMEM;
@@ -556,7 +711,7 @@ static int leftovers_collect(rk_inbox *in)
         }
         if (owner_alive(in, oid)) {
             rk_debug(COMP, "instance %s: %s belongs to running instance %s", in->id,
-                     names[i], oid);
+                     log_name(names[i], lname, sizeof lname), oid);
             free(orig);
             continue;
         }
@@ -564,13 +719,13 @@ static int leftovers_collect(rk_inbox *in)
         int r = claim_rename(in, in->claimed, orig, names[i], cpath, sizeof cpath);
         if (r == -ENOENT) {
             rk_debug(COMP, "instance %s: leftover %s taken by another instance", in->id,
-                     names[i]);
+                     log_name(names[i], lname, sizeof lname));
             free(orig);
             continue;
         }
         if (r) {
-            rk_warn(COMP, "instance %s: cannot re-claim leftover %s: %s", in->id, names[i],
-                    rk_strerror(r));
+            rk_warn(COMP, "instance %s: cannot re-claim leftover %s: %s", in->id,
+                    log_name(names[i], lname, sizeof lname), rk_strerror(r));
             free(orig);
             continue;
         }
@@ -594,7 +749,8 @@ static int leftovers_collect(rk_inbox *in)
         in->left[in->nleft].claimed_path = cp;
         in->left[in->nleft].name = orig;
         in->nleft++;
-        rk_info(COMP, "instance %s: re-claimed %s left by an earlier run", in->id, orig);
+        rk_info(COMP, "instance %s: re-claimed %s left by an earlier run", in->id,
+                log_name(orig, lname, sizeof lname));
     }
     for (size_t i = 0; i < nnames; i++)
         free(names[i]);
@@ -624,45 +780,93 @@ static void seen_free(seen_file *tab, size_t n)
     free(tab);
 }
 
-/* A claimed file that is not a submission: error folder plus reason. */
-static void refuse(rk_inbox *in, const char *cpath, const char *name)
+/* The name a refused file gets in the error folder: its own, or for a
+ * name longer than MAX_NAME its first MAX_NAME bytes (cut at a character
+ * boundary) and "~", so that NAME.N.reason still fits in NAME_MAX.  out
+ * holds at least MAX_NAME + 2 bytes. */
+static void error_name(const char *name, char *out, size_t outlen)
 {
-    int rc = rk_inbox_fail(in, cpath, name, REASON_NOT_XML);
-    if (rc)
-        rk_error(COMP, "instance %s: cannot move refused file %s to the error folder: %s",
-                 in->id, name, rk_strerror(rc));
+    size_t n = strlen(name);
+    if (n <= MAX_NAME && n < outlen) {
+        memcpy(out, name, n + 1);
+        return;
+    }
+    n = MAX_NAME < outlen - 2 ? MAX_NAME : outlen - 2;
+    while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
+        n--;
+    memcpy(out, name, n);
+    out[n] = '~';
+    out[n + 1] = '\0';
+}
+
+/* Refuses the file at path (claimed or still in the inbox): error folder
+ * plus reason.  0, -ENOENT (another instance took it) or -errno. */
+static int refuse(rk_inbox *in, const char *path, const char *name, const char *reason)
+{
+    char ename[MAX_NAME + 2];
+    error_name(name, ename, sizeof ename);
+    return to_error(in, path, ename, name, reason);
 }
 
 /* Hands one claimed file on: to the callback, or to the error folder
- * when its name is not *.xml / *.xml.gz. */
+ * when its name is not *.xml / *.xml.gz or cannot be carried safely
+ * (a leftover claimed by an older rekey may have such a name). */
 static void deliver(rk_inbox *in, const char *cpath, const char *name, int recovered)
 {
-    if (!is_submission_name(name)) {
-        refuse(in, cpath, name);
+    const char *why = name_problem(name);
+    if (why || !is_submission_name(name)) {
+        refuse(in, cpath, name, why ? why : REASON_NOT_XML);
         return;
     }
-    rk_debug(COMP, "instance %s: claimed %s", in->id, name);
+    char lname[LOGNAME_MAX];
+    rk_debug(COMP, "instance %s: claimed %s", in->id, log_name(name, lname, sizeof lname));
     in->cb(in, cpath, name, recovered, in->arg);
 }
 
-/* Claims a settled file and hands it on.  0 (taken), -ENOENT (another
- * instance took it) or another error (logged once, retried quietly on
- * later scans: stuck). */
+/* Claims a settled file and hands it on.  A file whose name is refused
+ * goes straight from the inbox to the error folder: an overlong name
+ * would not even fit the claim suffix.  0 (taken or refused), -ENOENT
+ * (another instance took it) or another error (logged once, retried
+ * quietly on later scans: stuck). */
 static int take(rk_inbox *in, const char *name, int stuck)
 {
-    char cpath[PATH_MAX];
+    char cpath[PATH_MAX], lname[LOGNAME_MAX];
+    const char *why = name_problem(name);
+    if (why) {
+        if (join(cpath, sizeof cpath, in->path, name, NULL) != 0)
+            return -ENAMETOOLONG;
+        return refuse(in, cpath, name, why);
+    }
     int rc = claim_rename(in, in->path, name, name, cpath, sizeof cpath);
     if (rc == -ENOENT) {
-        rk_debug(COMP, "instance %s: %s was taken by another instance", in->id, name);
+        rk_debug(COMP, "instance %s: %s was taken by another instance", in->id,
+                 log_name(name, lname, sizeof lname));
         return rc;
     }
     if (rc) {
         rk_log(stuck ? RK_LOG_LVL_DEBUG : RK_LOG_LVL_ERROR, COMP,
-               "instance %s: cannot claim %s: %s", in->id, name, rk_strerror(rc));
+               "instance %s: cannot claim %s: %s", in->id,
+               log_name(name, lname, sizeof lname), rk_strerror(rc));
         return rc;
     }
     deliver(in, cpath, name, 0);
     return 0;
+}
+
+/* An inbox entry that is neither a regular file nor a folder (a symbolic
+ * link, a FIFO, a socket, a device): moved, as it is, to the error folder
+ * with a reason, never opened or followed.  A link into /etc or a FIFO
+ * that would block a reader thus never reaches a reader.  A symbolic
+ * link to a folder is skipped like a folder (an operator may keep the
+ * archive or error folder in the inbox as a link). */
+static int take_special(rk_inbox *in, const char *name, const char *what)
+{
+    char path[PATH_MAX], reason[160];
+    if (join(path, sizeof path, in->path, name, NULL) != 0)
+        return -ENAMETOOLONG;
+    snprintf(reason, sizeof reason, "%s: not followed or read; only regular files are "
+             "taken", what);
+    return refuse(in, path, name, reason);
 }
 
 static void report_leftovers(rk_inbox *in)
@@ -673,6 +877,31 @@ static void report_leftovers(rk_inbox *in)
         free(lo.claimed_path);
         free(lo.name);
     }
+}
+
+static const char SKIP[] = "";
+
+/* NULL for a regular file; for anything else the words for the reason
+ * file ("symbolic link"), or SKIP for an entry the scan leaves alone: a
+ * symbolic link to a folder.  The link's target is only stat()ed, never
+ * opened. */
+static const char *special_kind(int dfd, const char *name, const struct stat *st)
+{
+    if (S_ISREG(st->st_mode))
+        return NULL;
+    if (S_ISLNK(st->st_mode)) {
+        struct stat t;
+        if (fstatat(dfd, name, &t, 0) == 0 && S_ISDIR(t.st_mode))
+            return SKIP;
+        return "symbolic link";
+    }
+    if (S_ISFIFO(st->st_mode))
+        return "FIFO (named pipe)";
+    if (S_ISSOCK(st->st_mode))
+        return "socket";
+    if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+        return "device file";
+    return "not a regular file";
 }
 
 static void on_timer(uv_timer_t *t);
@@ -698,8 +927,11 @@ static void scan_once(rk_inbox *in)
         struct stat st;
         if (de->d_name[0] == '.')
             continue; /* ., .., .claimed and writers' temp files */
-        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
-            continue; /* gone, folders (archive/error inside), links, fifos */
+        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode))
+            continue; /* gone, or a folder (archive/error may live inside) */
+        const char *special = special_kind(dfd, de->d_name, &st);
+        if (special == SKIP)
+            continue;
         if (ncur == cap) {
             size_t nc = cap ? cap * 2 : 16;
             seen_file *p = realloc(cur, nc * sizeof *p);
@@ -719,6 +951,7 @@ static void scan_once(rk_inbox *in)
         cur[ncur].mtime_ns = mtime_ns_of(&st);
         cur[ncur].since_ms = 0;
         cur[ncur].stuck = 0;
+        cur[ncur].special = special;
         ncur++;
     }
     closedir(d);
@@ -740,6 +973,18 @@ static void scan_once(rk_inbox *in)
         seen_file f = cur[i];
         seen_file *old = seen_find(in->seen, in->nseen, f.name);
         int settled;
+        if (f.special) {
+            /* nothing to wait for: it has no content rekey would read */
+            int rc = in->stopping || (old && old->stuck) ? -EAGAIN
+                                                          : take_special(in, f.name, f.special);
+            if (rc == 0 || rc == -ENOENT) {
+                free(f.name);
+                continue;
+            }
+            f.stuck = 1;
+            cur[keep++] = f;
+            continue;
+        }
         if (old && old->size == f.size && old->mtime_ns == f.mtime_ns) {
             f.since_ms = old->since_ms;
             f.stuck = old->stuck;
@@ -966,6 +1211,86 @@ int rk_inbox_idle(const rk_inbox *in)
 
 const rk_inbox_config *rk_inbox_config_of(const rk_inbox *in) { return &in->cfg; }
 
+/*
+ * Reads a claimed file whole, refusing more than max bytes.  Opened with
+ * O_NOFOLLOW and O_NONBLOCK and checked to be a regular file on the open
+ * descriptor: the scan saw a regular file, but whoever can write to the
+ * inbox could have put a symbolic link or a FIFO in its place since.  A
+ * file whose size or mtime changed while it was read (a writer still at
+ * work in place, despite inbox.settle_ms) is refused rather than stored
+ * half old, half new; a rename over the path does not matter, the
+ * descriptor keeps the file it opened.  0 or a negative error with the
+ * reason in err.
+ */
+static int read_claimed(const char *path, size_t max, char **out, size_t *outlen, char *err,
+                        size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ELOOP)
+            set_err(err, errlen, "symbolic link: not followed or read; only regular files "
+                    "are taken");
+        else
+            set_err(err, errlen, "cannot read the file: %s", strerror(e));
+        return -e;
+    }
+    struct stat a, b;
+    if (fstat(fd, &a) != 0) {
+        int e = errno;
+        close(fd);
+        set_err(err, errlen, "cannot read the file: %s", strerror(e));
+        return -e;
+    }
+    if (!S_ISREG(a.st_mode)) {
+        close(fd);
+        set_err(err, errlen, "not a regular file: not read; only regular files are taken");
+        return RK_E_FORMAT;
+    }
+    if ((uint64_t)a.st_size > max) {
+        close(fd);
+        set_err(err, errlen, "file is %lld bytes, limit is %zu (inbox.max_file_size)",
+                (long long)a.st_size, max);
+        return RK_E_LIMIT;
+    }
+    rk_buf buf;
+    rk_buf_init(&buf, max);
+    char chunk[65536];
+    int rc = 0;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            set_err(err, errlen, "cannot read the file: %s", strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        if ((rc = rk_buf_append(&buf, chunk, (size_t)n)) != 0) {
+            set_err(err, errlen, "file grew beyond the limit of %zu bytes while it was read "
+                    "(inbox.max_file_size)", max);
+            break;
+        }
+    }
+    if (!rc && (fstat(fd, &b) != 0 || b.st_size != a.st_size ||
+                (uint64_t)b.st_size != buf.len || b.st_mtim.tv_sec != a.st_mtim.tv_sec ||
+                b.st_mtim.tv_nsec != a.st_mtim.tv_nsec)) {
+        set_err(err, errlen, "the file changed while it was read (a writer still at work? "
+                "write NAME.tmp and rename, or raise inbox.settle_ms)");
+        rc = RK_E_FORMAT;
+    }
+    close(fd);
+    if (rc) {
+        rk_buf_free(&buf);
+        return rc;
+    }
+    *outlen = buf.len;
+    *out = rk_buf_take(&buf);
+    return *out ? 0 : -ENOMEM;
+}
+
 /* Bounded read plus gunzip.  The reasons name the setting that refused
  * the file, so an operator reading error/NAME.reason knows what to
  * change.  The ratio check mirrors rk_inflate's own output cap to tell
@@ -978,22 +1303,9 @@ int rk_inbox_read(const rk_inbox_config *cfg, const char *claimed_path, const ch
     size_t rawlen = 0;
     *data = NULL;
     *len = 0;
-    int rc = rk_read_file(claimed_path, c.max_file_size, &raw, &rawlen);
-    if (rc == RK_E_LIMIT) {
-        struct stat st;
-        long long sz = stat(claimed_path, &st) == 0 ? (long long)st.st_size : -1;
-        if (sz >= 0)
-            set_err(err, errlen, "file is %lld bytes, limit is %zu (inbox.max_file_size)", sz,
-                    c.max_file_size);
-        else
-            set_err(err, errlen, "file is larger than the limit of %zu bytes "
-                    "(inbox.max_file_size)", c.max_file_size);
+    int rc = read_claimed(claimed_path, c.max_file_size, &raw, &rawlen, err, errlen);
+    if (rc)
         return rc;
-    }
-    if (rc) {
-        set_err(err, errlen, "cannot read the file: %s", rk_strerror(rc));
-        return rc;
-    }
     if (rawlen == 0) {
         free(raw);
         set_err(err, errlen, "empty file");
@@ -1051,16 +1363,20 @@ int rk_inbox_done(rk_inbox *in, const char *claimed_path, const char *name)
     if (!in->archive) {
         if (unlink(claimed_path) != 0) {
             int e = -errno;
-            rk_error(COMP, "instance %s: cannot delete %s after intake: %s", in->id, name,
-                     strerror(errno));
+            char lname[LOGNAME_MAX];
+            rk_error(COMP, "instance %s: cannot delete %s after intake: %s", in->id,
+                     log_name(name, lname, sizeof lname), strerror(-e));
             return e;
         }
         return 0;
     }
-    char dst[PATH_MAX];
+    char dst[PATH_MAX], lname[LOGNAME_MAX];
     int rc = move_unique(claimed_path, in->archive, name, 0, dst, sizeof dst);
     if (rc)
-        rk_error(COMP, "instance %s: cannot archive %s: %s", in->id, name, rk_strerror(rc));
+        rk_error(COMP, "instance %s: cannot archive %s: %s", in->id,
+                 log_name(name, lname, sizeof lname), rk_strerror(rc));
+    else
+        restrict_mode(dst);
     return rc;
 }
 
@@ -1069,24 +1385,7 @@ int rk_inbox_fail(rk_inbox *in, const char *claimed_path, const char *name,
 {
     if (bad_name(name))
         return -EINVAL;
-    char dst[PATH_MAX], rpath[PATH_MAX];
-    int rc = move_unique(claimed_path, in->error, name, 1, dst, sizeof dst);
-    if (rc) {
-        rk_error(COMP, "instance %s: cannot move %s to the error folder: %s", in->id, name,
-                 rk_strerror(rc));
-        return rc;
-    }
-    int n = snprintf(rpath, sizeof rpath, "%s.reason", dst);
-    if (n < 0 || (size_t)n >= sizeof rpath)
-        return -ENAMETOOLONG;
-    rc = write_reason(in->error, rpath, reason ? reason : "unknown reason");
-    if (rc)
-        rk_error(COMP, "instance %s: cannot write the reason file for %s: %s", in->id, name,
-                 rk_strerror(rc));
-    else
-        rk_warn(COMP, "instance %s: %s moved to the error folder: %s", in->id, name,
-                reason ? reason : "unknown reason");
-    return rc;
+    return to_error(in, claimed_path, name, name, reason);
 }
 
 static void on_close(uv_handle_t *h)

@@ -28,12 +28,15 @@ struct parse_state {
     int doctype;            /* the parser met <!DOCTYPE */
     int have_error;         /* first error recorded */
     int line;
+    int code;               /* libxml2's xmlParserErrors of that error */
     char message[ERRMSG_MAX];
 };
 
 /*
  * Copies a libxml2 message into out, dropping trailing white space
- * (libxml2 ends its messages with a newline).
+ * (libxml2 ends its messages with a newline) and turning inner line
+ * breaks and tabs into blanks ("indicate encoding !\nBytes: ..."), so
+ * that the message stays one line wherever it is shown.
  */
 static void copy_trimmed(char *out, size_t outlen, const char *msg)
 {
@@ -47,7 +50,8 @@ static void copy_trimmed(char *out, size_t outlen, const char *msg)
         n--;
     if (n >= outlen)
         n = outlen - 1;
-    memcpy(out, msg, n);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (msg[i] == '\n' || msg[i] == '\r' || msg[i] == '\t') ? ' ' : msg[i];
     out[n] = '\0';
 }
 
@@ -67,6 +71,7 @@ static void parse_error_cb(void *user, xmlErrorPtr err)
         return;
     st->have_error = 1;
     st->line = err->line;
+    st->code = err->code;
     copy_trimmed(st->message, sizeof st->message, err->message);
 }
 
@@ -103,6 +108,50 @@ static int is_blank_input(const char *data, size_t len)
         if (data[i] != ' ' && data[i] != '\t' && data[i] != '\r' && data[i] != '\n')
             return 0;
     return 1;
+}
+
+/*
+ * The German message for a document libxml2 refused.  Three refusals get
+ * words of their own because hostile or mis-encoded input ends there and
+ * libxml2's English does not tell a clerk what to do: the nesting depth
+ * (libxml2's fixed limit, 256 levels unless XML_PARSE_HUGE, which rekey
+ * never sets), bytes that are not valid in the document's encoding, and
+ * UTF-16 that neither a byte order mark nor the declaration announces
+ * (its NUL bytes are then read as UTF-8).  Everything else quotes
+ * libxml2.
+ */
+static void malformed_message(const struct parse_state *st, const char *data, size_t len,
+                              char *msg, size_t msglen)
+{
+    const char *m = st->message;
+    const char *depth = strstr(m, "Excessive depth");
+    if (depth) {
+        const char *p = strchr(depth, ':');
+        long levels = p ? strtol(p + 1, NULL, 10) : 0;
+        if (levels > 0)
+            snprintf(msg, msglen, "Das Dokument ist zu tief verschachtelt (Zeile %d): mehr "
+                     "als %ld Ebenen sind nicht zulässig.", st->line, levels);
+        else
+            snprintf(msg, msglen, "Das Dokument ist zu tief verschachtelt (Zeile %d).",
+                     st->line);
+        return;
+    }
+    if (st->code == XML_ERR_INVALID_ENCODING || strstr(m, "not proper UTF-8")) {
+        const char *bytes = strstr(m, "Bytes:");
+        snprintf(msg, msglen, "Das Dokument enthält Bytes, die in seiner Zeichenkodierung "
+                 "nicht gültig sind (Zeile %d%s%s). Ohne Angabe in der XML-Deklaration "
+                 "gilt UTF-8.", st->line, bytes ? "; " : "", bytes ? bytes : "");
+        return;
+    }
+    if (st->code == XML_ERR_INVALID_CHAR && len >= 4 &&
+        ((data[0] != 0 && data[1] == 0) || (data[0] == 0 && data[1] != 0))) {
+        snprintf(msg, msglen, "Das Dokument ist offenbar UTF-16, aber weder eine Byte Order "
+                 "Mark noch die XML-Deklaration sagen das; so ist seine Zeichenkodierung "
+                 "nicht erkennbar (Zeile %d: %s).", st->line, m);
+        return;
+    }
+    snprintf(msg, msglen, "Das Dokument ist kein wohlgeformtes XML (Zeile %d: %s)", st->line,
+             m);
 }
 
 /*
@@ -175,6 +224,7 @@ xmlDocPtr rk_doc_parse(const char *data, size_t len, const char **code,
             xmlErrorPtr last = xmlCtxtGetLastError(ctxt);
             if (last && last->message) {
                 st.line = last->line;
+                st.code = last->code;
                 copy_trimmed(st.message, sizeof st.message, last->message);
             } else {
                 st.line = ctxt->input ? ctxt->input->line : 0;
@@ -184,9 +234,8 @@ xmlDocPtr rk_doc_parse(const char *data, size_t len, const char **code,
         xmlFreeDoc(doc);
         xmlFreeParserCtxt(ctxt);
         *code = "XML_MALFORMED";
-        if (msg)
-            snprintf(msg, msglen, "Das Dokument ist kein wohlgeformtes XML (Zeile %d: %s)",
-                     st.line, st.message);
+        if (msg && msglen)
+            malformed_message(&st, data, len, msg, msglen);
         return NULL;
     }
     xmlFreeParserCtxt(ctxt);

@@ -362,11 +362,13 @@ static void test_settings_secret(void **state)
     assert_string_equal(err, "setting 'pin' of connector 'hostcheck' must be an integer");
     assert_null(strstr(err, "12x9"));
 
-    /* A plugin's open() failure reaches the caller with the job's name. */
+    /* A plugin's open() failure reaches the caller with the job's name,
+     * and with the secret's value redacted wherever the plugin's message
+     * repeats it (here the token "refuse" happens to be part of a word). */
     rk_setting refuse[] = {{"token", "refuse"}};
     assert_null(rk_conn_open(load(PLUGINS, "hostcheck"), "jobx", refuse, 1, err, sizeof err));
     assert_string_equal(err, "connector 'hostcheck' could not open for job 'jobx': "
-                             "the token was refused");
+                             "the token was [redacted]d");
 }
 
 /* ---- the host around deliver() ------------------------------------------ */

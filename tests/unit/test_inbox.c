@@ -502,8 +502,16 @@ static void test_ignored_entries(void **state)
     rk_inbox_scan(in);
     assert_int_equal(f->n, 0);
     assert_int_equal(rk_inbox_idle(in), 1);
-    assert_int_equal(count_entries(f->inbox), 5); /* 4 + .claimed */
-    assert_int_equal(count_entries(f->error), 0);
+    /* links go to the error folder as they are (never followed); dot
+     * files and folders stay */
+    assert_int_equal(count_entries(f->inbox), 4); /* .hidden, .partial, folder, .claimed */
+    assert_int_equal(count_entries(f->error), 2); /* link.xml + link.xml.reason */
+    char moved[PATH_MAX];
+    struct stat lst;
+    path_in(moved, sizeof moved, f->error, "link.xml");
+    assert_int_equal(lstat(moved, &lst), 0);
+    assert_true(S_ISLNK(lst.st_mode));
+    assert_string_equal(slurp(target), "<secret/>"); /* the outside file is untouched */
     finish(f, in, NULL);
 }
 
