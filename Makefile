@@ -4,7 +4,7 @@
 # installs the Debian packages when one is missing.
 
 CC      ?= cc
-PKGS    := libuv libxml-2.0 sqlite3 zlib libcrypto jansson inih libcurl
+PKGS    := libuv libxml-2.0 sqlite3 zlib libcrypto jansson inih libcurl libmicrohttpd
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -fPIC $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iconnectors
@@ -196,3 +196,91 @@ $(JOSE_TOOL): tests/unit/jose_tool.c $(AGENT_LIB) agent/jose.h agent/util.h
 clean: clean-jose-tool
 clean-jose-tool:
 	rm -f $(JOSE_TOOL)
+
+# install
+# `make install` (PREFIX=/usr/local, DESTDIR= for packaging) puts rekey
+# where a Debian service expects it; `make uninstall` removes exactly those
+# files and then the folders of rekey's own that are left empty.
+# docs/operations.md ("Running as a service") lists the files; the unit and
+# the example settings are copied with their /usr paths rewritten to
+# PREFIX.  tests/system/test_install.py checks the list and the modes.
+# Also here: the link flags of agent/notify.c (sd_notify, libsystemd), and
+# jansson for the fuzz harnesses that compile agent/util.c by hand (its
+# JSON log lines).
+CFLAGS  += $(shell pkg-config --cflags libsystemd 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs libsystemd 2>/dev/null)
+FUZZ_LIBS_xmldoc += $(shell pkg-config --libs jansson 2>/dev/null)
+FUZZ_LIBS_gunzip += $(shell pkg-config --libs jansson 2>/dev/null)
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+ifeq ($(PREFIX),/usr)
+UNITDIR ?= /lib/systemd/system
+else
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+endif
+INSTALL ?= install
+# the template connector is an example for connector authors, not a plugin
+INSTALL_CONNECTORS := $(filter-out connectors/template/%,$(CONNECTORS))
+INSTALL_SCHEMAS    := $(shell find schemas -type f \( -name '*.xsd' -o -name '*.gc' \) | sort)
+INSTALL_JOBS       := $(wildcard jobs/*.xml)
+INSTALL_SED        := sed -e 's|/usr/sbin/rekeyd|$(PREFIX)/sbin/rekeyd|g' \
+                          -e 's|/usr/lib/rekey/|$(PREFIX)/lib/rekey/|g' \
+                          -e 's|/usr/share/rekey/|$(PREFIX)/share/rekey/|g'
+IROOT := $(DESTDIR)$(PREFIX)
+# every file install writes, for uninstall
+INSTALLED := $(IROOT)/sbin/rekeyd $(IROOT)/bin/rekeyctl \
+  $(foreach so,$(INSTALL_CONNECTORS),$(IROOT)/lib/rekey/$(dir $(so))$(notdir $(so))) \
+  $(IROOT)/include/rekey/rekey_connector.h \
+  $(addprefix $(IROOT)/share/rekey/,$(INSTALL_SCHEMAS) $(INSTALL_JOBS)) \
+  $(IROOT)/share/man/man8/rekeyd.8 $(IROOT)/share/man/man1/rekeyctl.1 \
+  $(DESTDIR)$(UNITDIR)/rekeyd.service $(IROOT)/share/doc/rekey/rekeyd.ini.example
+
+.PHONY: install uninstall
+install: $(PROGRAMS) $(INSTALL_CONNECTORS)
+	$(INSTALL) -D -m 0755 agent/rekeyd $(IROOT)/sbin/rekeyd
+	$(INSTALL) -D -m 0755 agent/rekeyctl $(IROOT)/bin/rekeyctl
+	@set -e; for so in $(INSTALL_CONNECTORS); do \
+	  echo "$(INSTALL) -D -m 0644 $$so $(IROOT)/lib/rekey/$$so"; \
+	  $(INSTALL) -D -m 0644 $$so $(IROOT)/lib/rekey/$$so; \
+	done
+	$(INSTALL) -D -m 0644 connectors/rekey_connector.h $(IROOT)/include/rekey/rekey_connector.h
+	@set -e; for f in $(INSTALL_SCHEMAS) $(INSTALL_JOBS); do \
+	  $(INSTALL) -D -m 0644 $$f $(IROOT)/share/rekey/$$f; \
+	done
+	@echo "$(INSTALL) -m 0644 schemas and jobs -> $(IROOT)/share/rekey/"
+	$(INSTALL) -D -m 0644 man/rekeyd.8 $(IROOT)/share/man/man8/rekeyd.8
+	$(INSTALL) -D -m 0644 man/rekeyctl.1 $(IROOT)/share/man/man1/rekeyctl.1
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(UNITDIR) $(IROOT)/share/doc/rekey
+	$(INSTALL_SED) dist/rekeyd.service > $(DESTDIR)$(UNITDIR)/rekeyd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/rekeyd.service
+	$(INSTALL_SED) dist/rekeyd.ini.example > $(IROOT)/share/doc/rekey/rekeyd.ini.example
+	chmod 0644 $(IROOT)/share/doc/rekey/rekeyd.ini.example
+
+uninstall:
+	rm -f $(INSTALLED)
+	@for d in $(IROOT)/lib/rekey $(IROOT)/share/rekey $(IROOT)/include/rekey \
+	          $(IROOT)/share/doc/rekey; do \
+	  if [ -d "$$d" ]; then find "$$d" -depth -type d -empty -delete; fi; \
+	done
+
+# benchmark
+# `make bench` measures rekey against the floor of its work (xmllint
+# --schema over the same documents) in one run on one generated corpus:
+# the durable backlog (rekeyd --once), latency at a steady offered rate,
+# peak RSS idle and under load, and intake against a queue of BENCH_QUEUE
+# finished jobs (built once, cached in build/bench/cache/).  Prints one
+# table and writes build/bench/bench-<UTC>.json and build/bench/latest.json.
+# Timings are reported, never asserted.  See docs/performance.md.
+BENCH_N       ?= 20000
+BENCH_RATE    ?= 1000
+BENCH_SECONDS ?= 20
+BENCH_QUEUE   ?= 1000000
+BENCH_INTAKE  ?= 5000
+BENCH_ARGS    ?=
+
+.PHONY: bench
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 tests/bench/bench.py --n $(BENCH_N) --rate $(BENCH_RATE) \
+	  --seconds $(BENCH_SECONDS) --queue $(BENCH_QUEUE) --intake $(BENCH_INTAKE) $(BENCH_ARGS)

@@ -3,6 +3,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -318,6 +319,312 @@ static void http_inbox_free(rk_http_inbox_config *h)
     free(h->ca_file);
 }
 
+/* ---- [fitconnect NAME] ------------------------------------------------ */
+
+#define FC_PREFIX "fitconnect"
+
+/* The destination named in a section header, created with its defaults
+ * on first sight; NULL with ps->err set when the name is not usable. */
+static rk_fitconnect_config *fitconnect_for(parse_state *ps, const char *section)
+{
+    rk_config *c = ps->cfg;
+    const char *nm = section + strlen(FC_PREFIX);
+    while (*nm == ' ' || *nm == '\t')
+        nm++;
+    size_t len = strlen(nm);
+    while (len && (nm[len - 1] == ' ' || nm[len - 1] == '\t'))
+        len--;
+    int ok = len > 0 && len <= 40;
+    for (size_t i = 0; ok && i < len; i++) {
+        char ch = nm[i];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || ch == '-' || ch == '.';
+    }
+    if (!ok) {
+        snprintf(ps->err, sizeof ps->err,
+                 "section [%s] needs a name of 1 to 40 letters, digits, '_', '-' or '.': "
+                 "[fitconnect NAME]", section);
+        return NULL;
+    }
+    for (size_t i = 0; i < c->n_fitconnects; i++)
+        if (strlen(c->fitconnects[i].name) == len &&
+            strncmp(c->fitconnects[i].name, nm, len) == 0)
+            return &c->fitconnects[i];
+    rk_fitconnect_config *arr = realloc(c->fitconnects, (c->n_fitconnects + 1) * sizeof *arr);
+    if (!arr) {
+        snprintf(ps->err, sizeof ps->err, "out of memory");
+        return NULL;
+    }
+    c->fitconnects = arr;
+    rk_fitconnect_config *f = &arr[c->n_fitconnects++];
+    memset(f, 0, sizeof *f);
+    f->name = rk_strndup(nm, len);
+    f->poll_interval_ms = 30000;
+    f->poll_jitter_ms = 1000;
+    f->page_size = 100;
+    f->max_inflight = 4;
+    f->timeout_ms = 60000;
+    f->connect_timeout_ms = 10000;
+    f->max_list_size = 1u << 20;
+    f->max_submission_size = 100u << 20;
+    f->max_attachments = 100;
+    f->backoff_initial_ms = 1000;
+    f->backoff_max_ms = 300000;
+    f->once_retries = 5;
+    return f;
+}
+
+/* 8-4-4-4-12 hex digits, as FIT-Connect writes every id. */
+static int is_uuid(const char *v)
+{
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        char ch = v[i];
+        if (shape[i] == '-' ? ch != '-'
+                            : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                                (ch >= 'A' && ch <= 'F')))
+            return 0;
+    }
+    return v[sizeof shape - 1] == '\0';
+}
+
+static int fitconnect_key(parse_state *ps, const char *section, const char *name,
+                          const char *value)
+{
+    rk_fitconnect_config *f = fitconnect_for(ps, section);
+    int64_t n;
+    if (!f)
+        return 0;
+#define KEY(k) (strcmp(name, k) == 0)
+    if (KEY("api_url") || KEY("token_url")) {
+        if (!is_http_url(value) || has_ctl(value) || strchr(value, '?')) {
+            snprintf(ps->err, sizeof ps->err,
+                     "%s must be an http:// or https:// URL without a query", name);
+            return 0;
+        }
+        char *v = strdup(value);
+        size_t len = v ? strlen(v) : 0;
+        while (KEY("api_url") && len > 8 && v[len - 1] == '/')
+            v[--len] = '\0'; /* paths are appended as /v1/... */
+        set_str(KEY("api_url") ? &f->api_url : &f->token_url, v);
+    } else if (KEY("destination_id")) {
+        if (!is_uuid(value)) {
+            snprintf(ps->err, sizeof ps->err, "destination_id must be a UUID, not '%s'", value);
+            return 0;
+        }
+        set_str(&f->destination_id, strdup(value));
+    } else if (KEY("client_id") || KEY("client_secret") || KEY("scope") ||
+               KEY("signing_kid") || KEY("callback_secret")) {
+        char **dst = KEY("client_id") ? &f->client_id
+                     : KEY("client_secret") ? &f->client_secret
+                     : KEY("scope") ? &f->scope
+                     : KEY("signing_kid") ? &f->signing_kid : &f->callback_secret;
+        if (!*value || has_ctl(value)) {
+            /* the value itself is never echoed: it may be a secret */
+            snprintf(ps->err, sizeof ps->err, "%s must be one non-empty line", name);
+            return 0;
+        }
+        set_str(dst, strdup(value));
+    } else if (KEY("client_secret_file") || KEY("callback_secret_file")) {
+        char *secret = read_secret(ps, name, value);
+        if (!secret)
+            return 0;
+        set_str(KEY("client_secret_file") ? &f->client_secret : &f->callback_secret, secret);
+    } else if (KEY("decryption_key") || KEY("signing_key") || KEY("ca_file")) {
+        if (!*value) {
+            snprintf(ps->err, sizeof ps->err, "%s must name a file", name);
+            return 0;
+        }
+        char **dst = KEY("decryption_key") ? &f->decryption_key
+                     : KEY("signing_key") ? &f->signing_key : &f->ca_file;
+        set_str(dst, cfg_path(ps, value));
+    } else if (KEY("token_auth")) {
+        if (strcmp(value, "basic") && strcmp(value, "body")) {
+            snprintf(ps->err, sizeof ps->err, "token_auth must be body or basic, not '%s'",
+                     value);
+            return 0;
+        }
+        f->token_auth_basic = strcmp(value, "basic") == 0;
+    } else if (KEY("poll_interval_ms")) {
+        if (!set_int(ps, name, value, 100, 86400000, &f->poll_interval_ms))
+            return 0;
+    } else if (KEY("poll_jitter_ms")) {
+        if (!set_int(ps, name, value, 0, 3600000, &f->poll_jitter_ms))
+            return 0;
+    } else if (KEY("page_size")) {
+        if (!set_int(ps, name, value, 1, 500, &n))
+            return 0;
+        f->page_size = (int)n;
+    } else if (KEY("max_inflight")) {
+        if (!set_int(ps, name, value, 1, 64, &n))
+            return 0;
+        f->max_inflight = (int)n;
+    } else if (KEY("timeout_ms")) {
+        if (!set_int(ps, name, value, 100, 3600000, &f->timeout_ms))
+            return 0;
+    } else if (KEY("connect_timeout_ms")) {
+        if (!set_int(ps, name, value, 100, 600000, &f->connect_timeout_ms))
+            return 0;
+    } else if (KEY("max_list_size")) {
+        if (!set_int(ps, name, value, 1024, INT32_MAX, &n))
+            return 0;
+        f->max_list_size = (size_t)n;
+    } else if (KEY("max_submission_size")) {
+        if (!set_int(ps, name, value, 1024, INT32_MAX, &n))
+            return 0;
+        f->max_submission_size = (size_t)n;
+    } else if (KEY("max_attachments")) {
+        if (!set_int(ps, name, value, 0, 1000, &n))
+            return 0;
+        f->max_attachments = (int)n;
+    } else if (KEY("backoff_initial_ms")) {
+        if (!set_int(ps, name, value, 10, 86400000, &f->backoff_initial_ms))
+            return 0;
+    } else if (KEY("backoff_max_ms")) {
+        if (!set_int(ps, name, value, 10, 86400000, &f->backoff_max_ms))
+            return 0;
+    } else if (KEY("once_retries")) {
+        if (!set_int(ps, name, value, 0, 1000, &n))
+            return 0;
+        f->once_retries = (int)n;
+    } else {
+        snprintf(ps->err, sizeof ps->err, "unknown setting '%s' in section [%s]", name,
+                 section);
+        return 0;
+    }
+#undef KEY
+    return 1;
+}
+
+/* Checks what one key alone cannot: the required keys. */
+static int fitconnect_check(const rk_fitconnect_config *f, char *err, size_t errlen)
+{
+    const char *missing =
+        !f->api_url          ? "api_url (the Submission API, e.g. "
+                               "https://submission-api-testing.fit-connect.fitko.dev)"
+        : !f->token_url      ? "token_url (the OAuth2 token endpoint)"
+        : !f->client_id      ? "client_id"
+        : !f->client_secret  ? "client_secret or client_secret_file"
+        : !f->destination_id ? "destination_id (the UUID of the destination)"
+        : !f->decryption_key ? "decryption_key (the private encryption key, JWK or PEM)"
+        : !f->signing_key    ? "signing_key (the private signature key, JWK or PEM)"
+                             : NULL;
+    if (missing) {
+        snprintf(err, errlen, "[fitconnect %s] %s is required", f->name, missing);
+        return RK_E_CONFIG;
+    }
+    if (f->backoff_max_ms < f->backoff_initial_ms) {
+        snprintf(err, errlen, "[fitconnect %s] backoff_max_ms is less than backoff_initial_ms",
+                 f->name);
+        return RK_E_CONFIG;
+    }
+    return 0;
+}
+
+/* Frees one section; secrets are wiped first. */
+static void fitconnect_free(rk_fitconnect_config *f)
+{
+    char *secrets[] = {f->client_secret, f->callback_secret};
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
+        if (secrets[i])
+            explicit_bzero(secrets[i], strlen(secrets[i]));
+    free(f->name);
+    free(f->api_url);
+    free(f->token_url);
+    free(f->client_id);
+    free(f->client_secret);
+    free(f->scope);
+    free(f->destination_id);
+    free(f->decryption_key);
+    free(f->signing_key);
+    free(f->signing_kid);
+    free(f->callback_secret);
+    free(f->ca_file);
+}
+
+/* ---- [http] ------------------------------------------------------------ */
+
+/* "ADDRESS:PORT" with a numeric IPv4 address or a bracketed IPv6 one
+ * ("[::1]:8650"); a host name is refused, so starting never waits for a
+ * resolver.  Fills host, port and ipv6; 0, or 0 with ps->err set. */
+static int parse_listen(parse_state *ps, const char *v, rk_http_config *h)
+{
+    const char *host = v, *colon;
+    size_t hlen;
+    int ipv6 = 0;
+    if (v[0] == '[') {
+        const char *close = strchr(v, ']');
+        if (!close || close[1] != ':')
+            goto bad;
+        host = v + 1;
+        hlen = (size_t)(close - host);
+        colon = close + 1;
+        ipv6 = 1;
+    } else {
+        colon = strrchr(v, ':');
+        if (!colon || strchr(v, ':') != colon)
+            goto bad;
+        hlen = (size_t)(colon - v);
+    }
+    char addr[INET6_ADDRSTRLEN + 1];
+    unsigned char bin[sizeof(struct in6_addr)];
+    if (hlen == 0 || hlen >= sizeof addr)
+        goto bad;
+    memcpy(addr, host, hlen);
+    addr[hlen] = '\0';
+    if (inet_pton(ipv6 ? AF_INET6 : AF_INET, addr, bin) != 1)
+        goto bad;
+    int64_t port;
+    if (rk_parse_int64(colon + 1, &port) || port < 0 || port > 65535)
+        goto bad;
+    set_str(&h->listen, strdup(v));
+    set_str(&h->listen_host, strdup(addr));
+    h->listen_port = (int)port;
+    h->listen_ipv6 = ipv6;
+    return 1;
+bad:
+    snprintf(ps->err, sizeof ps->err,
+             "listen must be ADDRESS:PORT with a numeric address, e.g. 127.0.0.1:%d or "
+             "[::1]:%d, not '%s'",
+             RK_HTTP_DEFAULT_PORT, RK_HTTP_DEFAULT_PORT, v);
+    return 0;
+}
+
+static int http_key(parse_state *ps, const char *name, const char *value)
+{
+    rk_http_config *h = &ps->cfg->http;
+    int64_t n;
+    h->enabled = 1;
+    if (strcmp(name, "listen") == 0)
+        return parse_listen(ps, value, h);
+    if (strcmp(name, "token_file") == 0) {
+        if (!*value) {
+            snprintf(ps->err, sizeof ps->err, "token_file must name a file");
+            return 0;
+        }
+        set_str(&h->token_file, cfg_path(ps, value));
+        return 1;
+    }
+    if (strcmp(name, "max_body") == 0) {
+        if (!set_int(ps, name, value, 1024, 16 << 20, &n))
+            return 0;
+        h->max_body = (size_t)n;
+        return 1;
+    }
+    if (strcmp(name, "metrics_auth") == 0) {
+        int b = rk_parse_bool(value);
+        if (b < 0) {
+            snprintf(ps->err, sizeof ps->err, "metrics_auth must be true or false, not '%s'",
+                     value);
+            return 0;
+        }
+        h->metrics_auth = b;
+        return 1;
+    }
+    snprintf(ps->err, sizeof ps->err, "unknown setting '%s' in section [http]", name);
+    return 0;
+}
+
 #define MATCH(s, k) (strcmp(section, s) == 0 && strcmp(name, k) == 0)
 
 static int handler(void *user, const char *section, const char *name, const char *value)
@@ -346,6 +653,12 @@ static int handler(void *user, const char *section, const char *name, const char
         (section[strlen(HTTP_PREFIX)] == '\0' || section[strlen(HTTP_PREFIX)] == ' ' ||
          section[strlen(HTTP_PREFIX)] == '\t'))
         return http_inbox_key(ps, section, name, value);
+    if (strncmp(section, FC_PREFIX, strlen(FC_PREFIX)) == 0 &&
+        (section[strlen(FC_PREFIX)] == '\0' || section[strlen(FC_PREFIX)] == ' ' ||
+         section[strlen(FC_PREFIX)] == '\t'))
+        return fitconnect_key(ps, section, name, value);
+    if (strcmp(section, "http") == 0)
+        return http_key(ps, name, value);
     if (MATCH("rekeyd", "database"))
         set_str(&c->database, cfg_path(ps, value));
     else if (MATCH("rekeyd", "jobs"))
@@ -379,6 +692,13 @@ static int handler(void *user, const char *section, const char *name, const char
         if (c->log_level < 0) {
             snprintf(ps->err, sizeof ps->err,
                      "log_level must be error, warn, info or debug, not '%s'", value);
+            return 0;
+        }
+    } else if (MATCH("rekeyd", "log_format")) {
+        c->log_format = rk_log_format_parse(value);
+        if (c->log_format < 0) {
+            snprintf(ps->err, sizeof ps->err, "log_format must be plain or json, not '%s'",
+                     value);
             return 0;
         }
     } else if (MATCH("rekeyd", "sync")) {
@@ -467,6 +787,16 @@ int rk_config_load(const char *path, rk_config *c, char *err, size_t errlen)
     c->max_attempts = 5;
     c->backoff_initial_ms = 1000;
     c->backoff_max_ms = 300000;
+    c->http.token_file = cfg_path(&ps, "tokens");
+    c->http.max_body = 65536;
+    c->http.metrics_auth = 1;
+    c->http.listen_port = RK_HTTP_DEFAULT_PORT;
+    c->http.listen_host = strdup("127.0.0.1");
+    {
+        char def[32];
+        snprintf(def, sizeof def, "127.0.0.1:%d", RK_HTTP_DEFAULT_PORT);
+        c->http.listen = strdup(def);
+    }
 
     int line = ini_parse(abs, handler, &ps);
     free(ps.dir);
@@ -489,6 +819,14 @@ int rk_config_load(const char *path, rk_config *c, char *err, size_t errlen)
     for (size_t i = 0; i < c->n_http_inboxes; i++) {
         char why[512];
         if (http_inbox_check(&c->http_inboxes[i], why, sizeof why)) {
+            snprintf(err, errlen, "%s: %s", abs, why);
+            rk_config_free(c);
+            return RK_E_CONFIG;
+        }
+    }
+    for (size_t i = 0; i < c->n_fitconnects; i++) {
+        char why[512];
+        if (fitconnect_check(&c->fitconnects[i], why, sizeof why)) {
             snprintf(err, errlen, "%s: %s", abs, why);
             rk_config_free(c);
             return RK_E_CONFIG;
@@ -518,5 +856,11 @@ void rk_config_free(rk_config *c)
     for (size_t i = 0; i < c->n_http_inboxes; i++)
         http_inbox_free(&c->http_inboxes[i]);
     free(c->http_inboxes);
+    for (size_t i = 0; i < c->n_fitconnects; i++)
+        fitconnect_free(&c->fitconnects[i]);
+    free(c->fitconnects);
+    free(c->http.listen);
+    free(c->http.listen_host);
+    free(c->http.token_file);
     memset(c, 0, sizeof *c);
 }

@@ -29,6 +29,7 @@
 #include "inbox.h"
 #include "job.h"
 #include "map.h"
+#include "metrics.h"
 #include "record.h"
 #include "store.h"
 #include "util.h"
@@ -79,6 +80,7 @@ typedef struct witem {
 
     /* deliver: one round over the job's pending deliveries */
     char *job_name;
+    const char *to_state;  /* set by commit_round_end, counted once committed */
     struct dpart **parts;
     size_t n_parts;
     size_t outstanding;
@@ -223,6 +225,8 @@ struct rk_engine {
     int64_t last_purge_ms;
     idset held;               /* job ids queued or in flight */
     idset notices_out;        /* notice ids handed to a source, not yet confirmed */
+    idset notices_failed;     /* answered not ok: offered again only after a while */
+    int64_t notices_failed_since;
     int64_t last_notice_ms;
     int64_t next_retry_ms;
     int handles_open;
@@ -513,8 +517,10 @@ static void post_intake(rk_engine *e, witem *w, int committed)
             rk_warn("intake", "job %lld: stored, but the inbox file could not be archived: %s",
                     (long long)w->job_id, rk_strerror(rc));
     }
+    rk_metrics_submission_received(w->source ? w->source : e->source);
     /* hand the document on to processing without reading it back */
     witem *p = job_item(e, W_PROCESS, w->job_id);
+    p->received_ms = w->received_ms;
     p->media = w->media;
     w->media = NULL;
     p->data = w->data;
@@ -667,6 +673,16 @@ static void post_process(rk_engine *e, witem *w, int committed)
         witem_free(w);
         return;
     }
+    const char *jn = w->job ? w->job->name : "";
+    if (w->outcome == P_MAPPED) {
+        rk_metrics_transition(jn, RK_ST_VALIDATED);
+        rk_metrics_transition(jn, RK_ST_MAPPED);
+        rk_metrics_transition(jn, rk_result_blocked(&w->res) ? RK_ST_REVIEW : RK_ST_READY);
+    } else {
+        rk_metrics_transition(jn, w->outcome == P_FAILED ? RK_ST_FAILED : RK_ST_REVIEW);
+    }
+    if (w->received_ms && w->outcome != P_FAILED)
+        rk_metrics_processing_observe((double)(rk_now_ms() - w->received_ms) / 1000.0);
     if (w->outcome == P_MAPPED && !rk_result_blocked(&w->res)) {
         w->tracked = 0; /* the delivery round holds the job from here */
         enqueue_delivery(e, w->job_id, w->job->name);
@@ -895,6 +911,7 @@ static int commit_round_end(rk_engine *e, witem *w)
     if (!rc)
         rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, to, ACTOR,
                                  why.len ? why.data : "nothing left to deliver");
+    w->to_state = to;
     if (!rc && retry && strcmp(to, RK_ST_RETRY_WAIT) == 0 &&
         (e->next_retry_ms == 0 || due < e->next_retry_ms))
         e->next_retry_ms = due;
@@ -940,6 +957,7 @@ static void post_deliver(rk_engine *e, witem *w, int committed)
             return;
         }
         w->phase = 1;
+        rk_metrics_transition(w->job->name, RK_ST_DELIVERING);
         if (w->n_parts == 0) {
             q_push(&e->commitq, w); /* everything was delivered before */
             return;
@@ -964,6 +982,18 @@ static void post_deliver(rk_engine *e, witem *w, int committed)
         if (w->outstanding == 0)
             q_push(&e->commitq, w); /* every connector of the job is paused */
         return;
+    }
+    if (committed && w->to_state) {
+        static const char *const result[] = {[RK_DELIVER_OK] = "ok",
+                                             [RK_DELIVER_RETRY] = "retry",
+                                             [RK_DELIVER_PERMANENT] = "permanent",
+                                             [RK_DELIVER_FATAL] = "fatal"};
+        for (size_t i = 0; i < w->n_parts; i++) {
+            dpart *p = w->parts[i];
+            if ((unsigned)p->status < sizeof result / sizeof result[0] && result[p->status])
+                rk_metrics_delivery_attempt(w->job->name, p->d.name, result[p->status]);
+        }
+        rk_metrics_transition(w->job->name, w->to_state);
     }
     witem_free(w);
     arm_retry_timer(e);
@@ -1024,8 +1054,10 @@ static int on_retry_due(const rk_pending *p, void *arg)
     if (idset_has(&d->e->held, p->job_id))
         return 0;
     if (rk_store_transition(d->e->store, p->job_id, RK_ST_RETRY_WAIT, RK_ST_READY, ACTOR,
-                            "retry due") == 0)
+                            "retry due") == 0) {
+        rk_metrics_transition(p->job, RK_ST_READY);
         enqueue_delivery(d->e, p->job_id, p->job);
+    }
     return 0;
 }
 
@@ -1286,6 +1318,8 @@ static int on_notice(const rk_notice *n, void *arg)
     src_entry *src = source_by_id(c->e, n->source);
     if (!src)
         return 0; /* no such source running now: it stays for a later start */
+    if (idset_has(&c->e->notices_failed, n->id))
+        return 0; /* the source could not send it lately: not counted, not offered */
     c->waiting++;
     if (idset_has(&c->e->notices_out, n->id))
         return 0;
@@ -1305,6 +1339,12 @@ static int pump_notices(rk_engine *e)
     if (!any || e->stopping)
         return 0;
     e->last_notice_ms = rk_now_ms();
+    /* a notice its source failed to send is offered again a minute later
+     * (the daemon); --once leaves it for the next run instead of waiting */
+    if (!e->once && e->notices_failed.n && e->last_notice_ms - e->notices_failed_since > 60000) {
+        free(e->notices_failed.slot);
+        memset(&e->notices_failed, 0, sizeof e->notices_failed);
+    }
     notice_ctx c = {e, 0, 0};
     rk_store_notices(e->store, 256, on_notice, &c);
     return c.waiting;
@@ -1313,6 +1353,11 @@ static int pump_notices(rk_engine *e)
 void rk_engine_notice_done(rk_engine *e, int64_t notice_id, int ok, const char *error)
 {
     idset_del(&e->notices_out, notice_id);
+    if (!ok) {
+        if (e->notices_failed.n == 0)
+            e->notices_failed_since = rk_now_ms();
+        idset_add(&e->notices_failed, notice_id);
+    }
     if (!e->store)
         return;
     if (rk_store_notice_done(e->store, notice_id, ok, error))
@@ -1402,6 +1447,7 @@ static void on_handle_closed(uv_handle_t *h)
         pthread_rwlock_destroy(&e->reg_lock);
         free(e->held.slot);
         free(e->notices_out.slot);
+        free(e->notices_failed.slot);
         free(e);
         if (cb)
             cb(arg, status);

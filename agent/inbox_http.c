@@ -35,6 +35,7 @@
 
 #include <jansson.h>
 
+#include "metrics.h"
 #include "util.h"
 
 #define MAX_IDS_PER_POLL 10000 /* ids taken from one listing; more: next poll at once */
@@ -448,7 +449,17 @@ static void end_cycle(rk_http_inbox *s)
     s->page_url = NULL;
     s->phase = PH_WAIT;
     int64_t delay;
+    rk_metrics_source_poll(s->source);
     if (s->halt) {
+        rk_metrics_source_error(s->source);
+        /* a permanent error (refused credentials, an unusable answer)
+         * needs a person: /readyz and rekey_source_up show it until a
+         * poll works again */
+        if (s->error_class == O_PERMANENT)
+            rk_metrics_source_health(s->source,
+                                     "polls fail with an error retrying will not cure "
+                                     "(refused credentials or an unusable answer; see the "
+                                     "log)");
         s->fails++;
         s->outcome = s->error_class ? s->error_class : O_TRANSIENT;
         delay = backoff_ms(c, s->fails);
@@ -459,6 +470,7 @@ static void end_cycle(rk_http_inbox *s)
         rk_warn(s->source, "poll failed (%d in a row); next try in %lld ms", s->fails,
                 (long long)delay);
     } else {
+        rk_metrics_source_health(s->source, NULL);
         s->fails = 0;
         if (s->found || s->more) {
             s->outcome = O_WORK;

@@ -106,7 +106,8 @@ static xmlSchemaPtr job_schema;
 static char job_schema_path[PATH_MAX];
 
 /* Where schemas/rekey-job.xsd is: REKEY_JOB_SCHEMA, else beside the
- * binary's tree (<exe>/../schemas/), else ./schemas/. */
+ * binary's tree (<exe>/../schemas/), else an installed tree
+ * (<exe>/../share/rekey/schemas/), else ./schemas/. */
 static void find_job_schema(void)
 {
     const char *env = getenv("REKEY_JOB_SCHEMA");
@@ -128,6 +129,11 @@ static void find_job_schema(void)
                 return;
             if (snprintf(job_schema_path, sizeof job_schema_path,
                          "%s/../../schemas/rekey-job.xsd", exe) > 0 &&
+                access(job_schema_path, R_OK) == 0)
+                return;
+            /* installed: PREFIX/{s,}bin and PREFIX/share/rekey/schemas */
+            if (snprintf(job_schema_path, sizeof job_schema_path,
+                         "%s/../share/rekey/schemas/rekey-job.xsd", exe) > 0 &&
                 access(job_schema_path, R_OK) == 0)
                 return;
         }

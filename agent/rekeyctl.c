@@ -62,6 +62,8 @@
 #include "util.h"
 #include "xmldoc.h"
 #include "contract.h"
+#include "tokens.h"
+#include "watch.h"
 
 enum {
     RKCTL_EXIT_OK = 0,
@@ -193,6 +195,7 @@ static const char usage_global[] =
     "  show ID              one job: state, history, anomalies, mapped fields with\n"
     "                       the XPath each came from and the value in the document\n"
     "  events               the audit trail (Verlauf) as CSV or JSON\n"
+    "  watch                live view: counts, rates, overdue, errors (see --help)\n"
     "Deciding (for clerks, in German):\n"
     "  review list          submissions held for review, overdue first\n"
     "  review show ID       why one is held: anomalies, document and mapped values\n"
@@ -204,6 +207,7 @@ static const char usage_global[] =
     "  replay ID            the stored document runs through the current job again\n"
     "  purge --older-than AGE   retention: deletes the personal data of finished jobs\n"
     "  resume JOB [CONNECTOR]   a connector paused after a fatal error works again\n"
+    "  token add NAME       a bearer token for the HTTP API, shown once (token --help)\n"
     "Job authors:\n"
     "  map JOBFILE XMLFILE  dry run of one job on one document; stores and\n"
     "                       delivers nothing\n"
@@ -2686,6 +2690,10 @@ int rkctl_main(int argc, char **argv, FILE *out, FILE *err)
     rk_log_set_level(RK_LOG_LVL_WARN);
     if (argc > 1 && strcmp(argv[1], "connector-test") == 0) /* agent/contract.c */
         return rk_contract_main(argc - 1, argv + 1, out, err);
+    if (argc > 1 && strcmp(argv[1], "token") == 0) /* agent/tokens.c */
+        return rk_tokens_main(argc - 1, argv + 1, out, err);
+    if (argc > 1 && strcmp(argv[1], "watch") == 0) /* agent/watch.c */
+        return rk_watch_main(argc - 1, argv + 1, out, err);
 
     int rc = ctl_parse(&c, argc, argv);
     if (rc) {

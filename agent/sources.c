@@ -16,6 +16,8 @@
 
 #include "curl_uv.h"
 #include "engine.h"
+#include "httpd.h"
+#include "inbox_fitconnect.h"
 #include "inbox_http.h"
 #include "util.h"
 
@@ -70,10 +72,22 @@ static void w_stop(void *p, void (*done)(void *), void *arg)
     w->ops->stop(w->src, on_inner_stopped, w);
 }
 
-static const rk_source_ops wrapped_ops = {"network", w_idle, w_stop, NULL};
+static void w_outcome(void *p, int64_t notice_id, const char *source_ref, int64_t job_id,
+                      const char *state, const char *reason)
+{
+    wrapped *w = p;
+    w->ops->outcome(w->src, notice_id, source_ref, job_id, state, reason);
+}
 
-/* Registers src with the engine behind the counting wrapper. */
-static int add(rk_engine *e, shared *sh, const rk_source_ops *ops, void *src)
+static const rk_source_ops wrapped_ops = {"network", w_idle, w_stop, NULL};
+/* for sources that are told what became of their submissions */
+static const rk_source_ops wrapped_outcome_ops = {"network", w_idle, w_stop, w_outcome};
+
+/* Registers src with the engine behind the counting wrapper; a source
+ * with an outcome hook is registered under its source id (the `source`
+ * of its submissions), so the engine can route outcomes to it. */
+static int add(rk_engine *e, shared *sh, const rk_source_ops *ops, void *src,
+               const char *source_id)
 {
     wrapped *w = calloc(1, sizeof *w);
     if (!w)
@@ -82,7 +96,10 @@ static int add(rk_engine *e, shared *sh, const rk_source_ops *ops, void *src)
     w->ops = ops;
     w->src = src;
     sh->live++;
-    rk_engine_add_source(e, &wrapped_ops, w);
+    if (ops->outcome && source_id)
+        rk_engine_add_source_id(e, &wrapped_outcome_ops, w, source_id);
+    else
+        rk_engine_add_source(e, &wrapped_ops, w);
     return 0;
 }
 
@@ -91,7 +108,10 @@ static void on_unused_curl_closed(void *arg) { free(arg); }
 int rk_sources_start(rk_engine *e, char *err, size_t errlen)
 {
     const rk_config *cfg = rk_engine_config(e);
-    if (cfg->n_http_inboxes == 0)
+    int hrc = rk_httpd_start(e, err, errlen); /* [http]: the operator API */
+    if (hrc)
+        return hrc;
+    if (cfg->n_http_inboxes == 0 && cfg->n_fitconnects == 0)
         return 0;
     shared *sh = calloc(1, sizeof *sh);
     if (!sh) {
@@ -109,7 +129,7 @@ int rk_sources_start(rk_engine *e, char *err, size_t errlen)
         char why[512];
         rc = rk_http_inbox_start(e, sh->curl, &cfg->http_inboxes[i], &in, why, sizeof why);
         if (!rc) {
-            rc = add(e, sh, &rk_http_inbox_ops, in);
+            rc = add(e, sh, &rk_http_inbox_ops, in, NULL);
             if (rc)
                 rk_http_inbox_stop(in, NULL, NULL);
         }
@@ -118,6 +138,23 @@ int rk_sources_start(rk_engine *e, char *err, size_t errlen)
                      rc == -ENOMEM ? "out of memory" : why);
             /* the sources added so far close the curl context when the
              * engine stops them; with none, close it here */
+            if (sh->live == 0)
+                rk_curl_close(sh->curl, on_unused_curl_closed, sh);
+            return rc;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_fitconnects; i++) {
+        rk_fitconnect *fc = NULL;
+        char why[600];
+        rc = rk_fitconnect_start(e, sh->curl, &cfg->fitconnects[i], &fc, why, sizeof why);
+        if (!rc) {
+            rc = add(e, sh, &rk_fitconnect_ops, fc, rk_fitconnect_source_id(fc));
+            if (rc)
+                rk_fitconnect_stop(fc, NULL, NULL);
+        }
+        if (rc) {
+            snprintf(err, errlen, "[fitconnect %s]: %s", cfg->fitconnects[i].name,
+                     rc == -ENOMEM ? "out of memory" : why);
             if (sh->live == 0)
                 rk_curl_close(sh->curl, on_unused_curl_closed, sh);
             return rc;

@@ -352,13 +352,19 @@ int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t
         return -errno;
     }
     if (!ro) {
-        /* create the file ourselves so it is 0600 from the start */
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) {
+        /* create the file ourselves so it is 0600 from the start; only
+         * when it is new (O_EXCL): closing a descriptor of a file this
+         * process has open in SQLite already would drop every POSIX lock
+         * the process holds on it (a second connection in rekeyd, the
+         * operator API's), and another process could then checkpoint and
+         * delete the WAL under the first connection */
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) {
             snprintf(err, errlen, "cannot create database %s: %s", path, strerror(errno));
             return -errno;
         }
-        close(fd);
+        if (fd >= 0)
+            close(fd);
     }
     rk_store *s = calloc(1, sizeof *s);
     if (!s)
@@ -469,10 +475,11 @@ static int add_event(rk_store *s, int64_t job_id, const char *from, const char *
     return step_done(s, st);
 }
 
-/* A source that can be told (not the directory inbox) learns that its
- * submission was delivered or rejected: a notice row, written in the
- * transaction of the transition, sent by the engine until the source
- * confirms.  The reason of a rejection is the Begruendung, cleared once
+/* A source that answers its sender (today: FIT-Connect, whose sender
+ * waits for an accept or reject event) learns that its submission was
+ * delivered or rejected: a notice row, written in the transaction of the
+ * transition, offered by the engine until the source confirms.  Sources
+ * that answer nobody (the directory and HTTP inboxes) get none.  The reason of a rejection is the Begruendung, cleared once
  * the notice is sent. */
 static int add_notice(rk_store *s, int64_t job_id, const char *state)
 {
@@ -486,7 +493,7 @@ static int add_notice(rk_store *s, int64_t job_id, const char *state)
                            "  WHERE a.job_id = j.id AND a.code = 'ABGELEHNT'"
                            "  ORDER BY a.id DESC LIMIT 1) END, ?3"
                            " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
-                           " WHERE j.id = ?1 AND s.source NOT LIKE 'dir:%'",
+                           " WHERE j.id = ?1 AND s.source LIKE 'fitconnect:%'",
                            -1, &st, NULL) != SQLITE_OK)
         return RK_E_DB;
     sqlite3_bind_int64(st, 1, job_id);

@@ -220,9 +220,9 @@ int rk_store_add_attachment(rk_store *s, int64_t job_id, const char *name,
                             const char *media_type, const void *data, size_t len);
 
 /* What a source is told about its submissions: a notice is written with
- * every transition to delivered or rejected of a submission that did not
- * come from the directory inbox, and stays unsent until the source
- * confirms (rk_store_notice_done with ok). */
+ * every transition to delivered or rejected of a submission from a source
+ * that answers its sender (source "fitconnect:…"), and stays unsent until
+ * the source confirms (rk_store_notice_done with ok). */
 typedef struct rk_notice {
     int64_t id;
     int64_t job_id;

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <zlib.h>
 
@@ -40,9 +41,12 @@ const char *rk_strerror(int err)
 /* ---- logging ---------------------------------------------------------- */
 
 static int log_level = RK_LOG_LVL_INFO;
+static int log_format = RK_LOG_FMT_PLAIN;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void rk_log_set_level(int level) { log_level = level; }
+
+void rk_log_set_format(int format) { log_format = format; }
 
 int rk_log_level_parse(const char *s)
 {
@@ -53,17 +57,91 @@ int rk_log_level_parse(const char *s)
     return -1;
 }
 
+int rk_log_format_parse(const char *s)
+{
+    if (s && strcmp(s, "plain") == 0)
+        return RK_LOG_FMT_PLAIN;
+    if (s && strcmp(s, "json") == 0)
+        return RK_LOG_FMT_JSON;
+    return -1;
+}
+
+/*
+ * A JSON string of msg.  jansson refuses text that is not UTF-8 (a file
+ * name in Latin-1, a message cut inside a character); then every byte
+ * outside ASCII becomes '?', so the line stays one valid JSON object.
+ * Quotes, backslashes and control characters are escaped by jansson.
+ * Returns a new reference, or NULL when out of memory.
+ */
+static json_t *log_json_string(const char *msg, size_t len)
+{
+    json_t *j = json_stringn(msg, len);
+    if (j)
+        return j;
+    char *copy = rk_strndup(msg, len);
+    if (!copy)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)copy[i] >= 0x80)
+            copy[i] = '?';
+    j = json_stringn(copy, len);
+    free(copy);
+    return j;
+}
+
+/*
+ * Formats one log line and writes it to stderr under a lock, so lines of
+ * worker threads never interleave.  Plain: "TIME LEVEL component: msg".
+ * JSON (rk_log_set_format): {"ts","level","component","msg"} on one line,
+ * the level in lower case as log_level spells it; when the JSON cannot be
+ * built (out of memory) the plain line is written instead.
+ */
 void rk_log(int level, const char *component, const char *fmt, ...)
 {
     static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+    static const char *lower[] = {"error", "warn", "info", "debug"};
     if (level > log_level)
         return;
+    int li = level < 0 ? 0 : level > 3 ? 3 : level;
     char ts[32], line[2048];
     rk_time_iso(rk_now_ms(), ts, sizeof ts);
     va_list ap;
     va_start(ap, fmt);
-    int n = snprintf(line, sizeof line, "%s %s %s: ", ts,
-                     names[level < 0 ? 0 : level > 3 ? 3 : level], component);
+    if (log_format == RK_LOG_FMT_JSON) {
+        int m = vsnprintf(line, sizeof line, fmt, ap);
+        va_end(ap);
+        size_t len = m < 0 ? 0 : (size_t)m < sizeof line ? (size_t)m : sizeof line - 1;
+        if (m > 0 && (size_t)m >= sizeof line) {
+            /* cut short: drop a character the cut went through */
+            while (len > 0 && ((unsigned char)line[len - 1] & 0xC0) == 0x80)
+                len--;
+            if (len > 0 && (unsigned char)line[len - 1] >= 0xC0)
+                len--;
+        }
+        json_t *o = json_object();
+        json_t *msg = log_json_string(line, len);
+        char *text = NULL;
+        if (o && msg && json_object_set_new(o, "ts", json_string(ts)) == 0 &&
+            json_object_set_new(o, "level", json_string(lower[li])) == 0 &&
+            json_object_set_new(o, "component",
+                                log_json_string(component, strlen(component))) == 0 &&
+            json_object_set(o, "msg", msg) == 0)
+            text = json_dumps(o, JSON_COMPACT);
+        json_decref(msg);
+        json_decref(o);
+        if (text) {
+            pthread_mutex_lock(&log_lock);
+            fprintf(stderr, "%s\n", text);
+            pthread_mutex_unlock(&log_lock);
+            free(text);
+            return;
+        }
+        pthread_mutex_lock(&log_lock);
+        fprintf(stderr, "%s %s %s: %s\n", ts, names[li], component, line);
+        pthread_mutex_unlock(&log_lock);
+        return;
+    }
+    int n = snprintf(line, sizeof line, "%s %s %s: ", ts, names[li], component);
     if (n < 0)
         n = 0;
     if ((size_t)n < sizeof line)

@@ -25,11 +25,17 @@ enum {
 };
 const char *rk_strerror(int err);
 
-/* Logging: one line per call to stderr, "TIME LEVEL component: message".
- * Messages carry ids, job names and field names, never personal data. */
+/* Logging: one line per call to stderr, "TIME LEVEL component: message",
+ * or with RK_LOG_FMT_JSON one JSON object per line:
+ * {"ts": "2026-11-26T15:45:51.701Z", "level": "info", "component": "intake",
+ *  "msg": "..."}.  Messages carry ids, job names and field names, never
+ * personal data. */
 enum { RK_LOG_LVL_ERROR = 0, RK_LOG_LVL_WARN, RK_LOG_LVL_INFO, RK_LOG_LVL_DEBUG };
+enum { RK_LOG_FMT_PLAIN = 0, RK_LOG_FMT_JSON };
 void rk_log_set_level(int level);
 int rk_log_level_parse(const char *s); /* -1 when unknown */
+void rk_log_set_format(int format);    /* RK_LOG_FMT_*; default plain */
+int rk_log_format_parse(const char *s); /* "plain" | "json"; -1 when unknown */
 void rk_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define rk_error(c, ...) rk_log(RK_LOG_LVL_ERROR, c, __VA_ARGS__)

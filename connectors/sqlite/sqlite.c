@@ -63,6 +63,7 @@ typedef struct sq_inst {
     char *table;          /* validated identifier */
     int create_table;
     int busy_ms;
+    int wal_pending;      /* WAL not yet switched on: another writer was busy */
     char **cols;          /* the table's columns, when cols_known */
     size_t n_cols;
     int cols_known;
@@ -477,8 +478,17 @@ static int sq_open(const rk_connector_open_args *args, void **instance, char *er
                              NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(in->db, in->busy_ms);
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK) {
+        /* switching to WAL needs the database to itself: when another
+         * instance is creating the same new target at this moment, it is
+         * done at the first delivery instead (which answers RETRY while
+         * it stays busy) rather than failing the open */
         rc = sqlite3_exec(in->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
+            in->wal_pending = 1;
+            rc = SQLITE_OK;
+        }
+    }
     if (rc != SQLITE_OK) {
         snprintf(err, err_size, "cannot open target database '%s': %s", database,
                  in->db ? sqlite3_errmsg(in->db) : sqlite3_errstr(rc));
@@ -530,6 +540,13 @@ static rk_deliver_status sq_deliver(void *instance, const rk_record *rec,
     rk_deliver_status st = sq_check_record(rec, res);
     if (st != RK_DELIVER_OK)
         return st;
+    if (in->wal_pending) {
+        if (sqlite3_exec(in->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
+            sq_msg(res, "target database is busy: %s", sqlite3_errmsg(in->db));
+            return RK_DELIVER_RETRY;
+        }
+        in->wal_pending = 0;
+    }
     if ((st = sq_ensure_table(in, rec, res)) != RK_DELIVER_OK)
         return st;
 

@@ -104,8 +104,9 @@ static int64_t make_job(fx *f, const char *sample)
         rk_map_apply(job, doc, &r);
         rk_rules_check(job, &r, TODAY);
     }
-    xmlFreeDoc(doc);
+    /* ns and local point into doc: record them before it is freed */
     assert_int_equal(rk_store_set_match(f->store, id, job->name, job->version, ns, local), 0);
+    xmlFreeDoc(doc);
     assert_int_equal(rk_store_save_result(f->store, id, &r), 0);
     if (schema) {
         assert_int_equal(rk_store_transition(f->store, id, "received", "review", "test", "S"), 0);
