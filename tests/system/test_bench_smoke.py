@@ -1,0 +1,134 @@
+"""The benchmark harness (tests/bench/bench.py, `make bench`) at a tiny
+size: every step runs against the real binaries and the JSON it writes
+holds every metric with sane values.  No timing is asserted: the
+benchmark only reports."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+BENCH = os.path.join(ROOT, "tests", "bench", "bench.py")
+N = 200
+RATE = 100      # files per second, for
+SECONDS = 2     # a two-second run: N files, so no document is dropped twice
+QUEUE = 500
+INTAKE = 100
+
+
+def run_bench(out):
+    p = subprocess.run(
+        ["/usr/bin/python3", BENCH, "--n", str(N), "--rate", str(RATE),
+         "--seconds", str(SECONDS), "--queue", str(QUEUE), "--intake", str(INTAKE),
+         "--stall", "30", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def test_bench_writes_every_metric(tmp_path):
+    p = run_bench(tmp_path)
+    with open(tmp_path / "latest.json") as f:
+        r = json.load(f)
+    stamped = [x for x in os.listdir(tmp_path) if x.startswith("bench-") and x.endswith(".json")]
+    assert len(stamped) == 1
+    with open(tmp_path / stamped[0]) as f:
+        assert json.load(f) == r
+
+    # the corpus: N documents, a few per cent flagged, as its manifest says
+    with open(tmp_path / "corpus" / "manifest.json") as f:
+        manifest = json.load(f)["files"]
+    assert len(manifest) == N
+    valid = sum(1 for e in manifest if e["expect"] == "delivered")
+    flagged = N - valid
+    schema_bad = sum(1 for e in manifest if e["code"] == "SCHEMA")
+    assert r["corpus"]["documents"] == N
+    assert r["corpus"]["flagged"] == flagged == round(N * 0.03)
+    assert set(r["corpus"]["by_type"]) == {"fischereischein", "besucherparkausweis",
+                                           "gewerbeanmeldung"}
+    assert 1000 < r["corpus"]["mean_bytes"] < 3000
+
+    # settings and machine
+    s = r["settings"]
+    assert (s["n"], s["rate"], s["seconds"], s["queue"], s["intake"]) == \
+        (N, RATE, SECONDS, QUEUE, INTAKE)
+    assert s["sync"] == "full" and s["settle_ms"] == 0
+    assert r["commit"] and r["commit"] != "unknown"
+    assert r["machine"]["nproc"] >= 1 and r["machine"]["mem_total_kb"] > 0
+    assert r["machine"]["model"]
+
+    # the floor: xmllint validated every document but the SCHEMA variants
+    fl = r["floor"]
+    assert fl["validated"] == N - schema_bad
+    assert fl["invalid"] == schema_bad
+    assert fl["seconds"] > 0 and fl["per_second"] > 0
+
+    # the backlog: every valid document delivered, the flagged ones held
+    bl = r["backlog"]
+    assert bl["documents"] == N
+    assert bl["delivered"] == bl["expected_delivered"] == valid
+    assert bl["review"] == bl["expected_review"] == flagged
+    assert bl["states"] == {"delivered": valid, "review": flagged}
+    assert bl["target_rows"] == valid
+    assert bl["left_in_inbox"] == 0
+    assert bl["seconds_db"] > 0 and bl["seconds_wall"] >= bl["seconds_db"] * 0.5
+    assert bl["per_second"] > 0 and bl["per_second_wall"] > 0
+    assert bl["ratio_to_floor"] == round(bl["per_second"] / fl["per_second"], 3)
+    assert bl["peak_rss_kb"] > 1000
+
+    # the steady rate: every file delivered, ordered percentiles
+    rt = r["rate"]
+    assert rt["dropped"] == RATE * SECONDS == N and rt["reused_files"] == 0
+    assert rt["delivered"] == rt["expected_delivered"] == valid
+    assert rt["states"] == {"delivered": valid, "review": flagged}
+    lat = rt["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert rt["achieved_per_second"] > 0
+
+    # memory: idle after 2 s, and peaks at least as high
+    mem = r["memory"]
+    assert mem["idle_hwm_kb"] > 1000 and mem["idle_rss_kb"] > 1000
+    assert mem["rate_peak_kb"] >= mem["idle_hwm_kb"]
+    assert mem["backlog_peak_kb"] == bl["peak_rss_kb"]
+
+    # intake: the same files against an empty and a full queue
+    it = r["intake"]
+    assert it["k"] == INTAKE and it["queue"] == QUEUE
+    assert it["queue_source"] == "built"
+    assert it["queue_rows"]["jobs"] == QUEUE and it["queue_rows"]["submissions"] == QUEUE
+    assert it["queue_rows"]["events"] == 6 * QUEUE
+    for side in ("empty", "full"):
+        assert sum(it[side]["states"].values()) == INTAKE
+        assert it[side]["per_second"] > 0 and it[side]["intake_per_second"] > 0
+    assert it["full_vs_empty"] == round(it["full"]["per_second"] / it["empty"]["per_second"], 3)
+
+    # one table on stdout, the same as in the JSON
+    assert r["table"] in p.stdout
+    for label in ("floor: xmllint", "backlog --once", "latency at 100/s", "RSS idle",
+                  "RSS peak, backlog run", "intake, empty queue", "intake, 500 finished"):
+        assert label in r["table"], label
+
+
+def test_bench_reuses_the_cached_queue(tmp_path):
+    """A second run finds the queue it built in cache/ and copies it."""
+    args = ["--skip", "floor,backlog,rate"]
+    for _ in range(2):
+        p = subprocess.run(
+            ["/usr/bin/python3", BENCH, "--n", "50", "--queue", "300", "--intake", "20",
+             "--out", str(tmp_path)] + args, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(tmp_path / "latest.json") as f:
+        r = json.load(f)
+    assert r["intake"]["queue_source"] == "cache"
+    assert "floor" not in r and "backlog" not in r and "rate" not in r
+    assert sum(r["intake"]["full"]["states"].values()) == 20
+    caches = os.listdir(tmp_path / "cache")
+    assert len(caches) == 1 and caches[0].startswith("queue-300-")
+
+
+def test_bench_refuses_unknown_step(tmp_path):
+    p = subprocess.run([sys.executable, BENCH, "--skip", "flor", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert "unknown step(s) flor" in p.stderr
