@@ -1598,8 +1598,11 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
     e->once = once;
     e->done_cb = done_cb;
     e->done_arg = arg;
-    e->max_inflight = (size_t)cfg->workers * 2;
-    e->process_highwater = (size_t)cfg->workers * 4;
+    /* enough work in flight that the pool stays busy while the loop thread
+     * commits (the benchmark: x2 left workers idle; x8 bought 1.5 times the
+     * throughput for more memory per item in flight) */
+    e->max_inflight = (size_t)cfg->workers * 4;
+    e->process_highwater = (size_t)cfg->workers * 8;
     pthread_rwlock_init(&e->reg_lock, NULL);
     snprintf(e->source, sizeof e->source, "dir:%s", cfg->inbox_path);
     srandom((unsigned)rk_now_ms());

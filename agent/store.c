@@ -211,6 +211,10 @@ enum {
     Q_DLV_ADD,
     Q_DLV_LOAD,
     Q_DLV_SET,
+    Q_SAVEPOINT,
+    Q_RELEASE,
+    Q_ROLLBACK_TO,
+    Q_JOB_INFO,
     Q_COUNT
 };
 
@@ -255,6 +259,14 @@ static const char *const sql_text[Q_COUNT] = {
                    " WHERE job_id = ? AND name = ?",
     [Q_DLV_SET] = "UPDATE deliveries SET state = ?, attempts = ?, last_error = ?,"
                   " target_id = COALESCE(?, target_id), updated_at = ? WHERE id = ?",
+    [Q_SAVEPOINT] = "SAVEPOINT item",
+    [Q_RELEASE] = "RELEASE item",
+    [Q_ROLLBACK_TO] = "ROLLBACK TO item",
+    [Q_JOB_INFO] = "SELECT j.id, j.submission_id, COALESCE(j.job,''), j.state,"
+                   " s.uid, COALESCE(j.key_suffix,''), COALESCE(j.replay_of,0),"
+                   " COALESCE(j.deadline_at,0), j.attempts"
+                   " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+                   " WHERE j.id = ?",
 };
 
 struct rk_store {
@@ -447,13 +459,21 @@ int rk_store_rollback(rk_store *s)
     return exec(s, "ROLLBACK");
 }
 
-int rk_store_savepoint(rk_store *s) { return exec(s, "SAVEPOINT item"); }
+/* Savepoints run once per item of every batch: prepared once, like the
+ * other hot statements. */
+int rk_store_savepoint(rk_store *s)
+{
+    sqlite3_stmt *st = stmt(s, Q_SAVEPOINT);
+    return st ? step_done(s, st) : RK_E_DB;
+}
 
 int rk_store_savepoint_end(rk_store *s, int keep)
 {
-    if (!keep && exec(s, "ROLLBACK TO item"))
+    sqlite3_stmt *st;
+    if (!keep && (!(st = stmt(s, Q_ROLLBACK_TO)) || step_done(s, st)))
         return RK_E_DB;
-    return exec(s, "RELEASE item");
+    st = stmt(s, Q_RELEASE);
+    return st ? step_done(s, st) : RK_E_DB;
 }
 
 /* ---- write side -------------------------------------------------------- */
@@ -1093,14 +1113,8 @@ static int64_t scalar(rk_store *s, const char *sql, int64_t a, const char *t)
 
 int rk_store_job_info(rk_store *s, int64_t job_id, rk_job_info *out)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT j.id, j.submission_id, COALESCE(j.job,''), j.state,"
-                           " s.uid, COALESCE(j.key_suffix,''), COALESCE(j.replay_of,0),"
-                           " COALESCE(j.deadline_at,0), j.attempts"
-                           " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
-                           " WHERE j.id = ?",
-                           -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = stmt(s, Q_JOB_INFO);
+    if (!st)
         return RK_E_DB;
     sqlite3_bind_int64(st, 1, job_id);
     int rc = sqlite3_step(st);
@@ -1117,7 +1131,7 @@ int rk_store_job_info(rk_store *s, int64_t job_id, rk_job_info *out)
         out->deadline_at = sqlite3_column_int64(st, 7);
         out->attempts = sqlite3_column_int(st, 8);
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
 }
 
