@@ -1368,6 +1368,13 @@ void rk_engine_notice_done(rk_engine *e, int64_t notice_id, int ok, const char *
                 (long long)notice_id, error ? error : "?");
 }
 
+void rk_engine_source_health(rk_engine *e, const char *source_id, int ok, const char *error,
+                             int64_t next_poll_ms)
+{
+    if (e->store && rk_store_source_health(e->store, source_id, ok, error, next_poll_ms))
+        rk_warn("engine", "%s: cannot record the source's health", source_id);
+}
+
 uv_loop_t *rk_engine_loop(rk_engine *e) { return e->loop; }
 
 const rk_config *rk_engine_config(rk_engine *e) { return e->cfg; }

@@ -96,6 +96,11 @@ void rk_engine_add_source_id(rk_engine *e, const rk_source_ops *ops, void *src,
 /* The source has told its sender (ok = 1) or could not (ok = 0: offered
  * again later, error kept with the notice).  Loop thread only. */
 void rk_engine_notice_done(rk_engine *e, int64_t notice_id, int ok, const char *error);
+/* A networked source reports each poll: ok, or the error (no secrets,
+ * no personal data), and when it polls next (ms since the epoch).  Kept
+ * in the store for rekeyctl status.  Loop thread only. */
+void rk_engine_source_health(rk_engine *e, const char *source_id, int ok, const char *error,
+                             int64_t next_poll_ms);
 uv_loop_t *rk_engine_loop(rk_engine *e);
 const rk_config *rk_engine_config(rk_engine *e);
 

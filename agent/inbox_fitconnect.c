@@ -469,6 +469,10 @@ static void end_cycle(rk_fitconnect *s)
             delay = ra;
         rk_warn(s->source, "poll failed (%d in a row); next try in %lld ms", s->fails,
                 (long long)delay);
+        char why[200];
+        snprintf(why, sizeof why, "poll failed (%d in a row)%s; see the log", s->fails,
+                 s->error_class == O_PERMANENT ? ", an error retrying will not cure" : "");
+        rk_engine_source_health(s->engine, s->source, 0, why, rk_now_ms() + delay);
     } else {
         s->fails = 0;
         if (s->found || s->more || s->again) {
@@ -481,6 +485,7 @@ static void end_cycle(rk_fitconnect *s)
         }
         rk_debug(s->source, "poll done: %d stored; next poll in %lld ms", s->found,
                  (long long)delay);
+        rk_engine_source_health(s->engine, s->source, 1, NULL, rk_now_ms() + delay);
     }
     s->again = 0;
     arm(s, delay);

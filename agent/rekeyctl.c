@@ -1304,6 +1304,31 @@ static int cmd_status(ctl *c)
         }
         fputc('\n', c->out);
     }
+    /* networked sources: their last poll, last error and next poll */
+    const json_t *sources = json_object_get(st, "sources");
+    if (json_array_size(sources) > 0) {
+        fputs("Quellen\n", c->out);
+        tbl ts;
+        tbl_init(&ts, 5);
+        tbl_row(&ts, (const char *const[]){"Quelle", "Zustand", "letzter Abruf",
+                                           "nächster Abruf", "letzter Fehler"});
+        size_t i;
+        const json_t *q;
+        json_array_foreach(sources, i, q) {
+            char last[64], next[64];
+            fmt_iso(jstr(q, "last_poll_at"), last, sizeof last);
+            fmt_iso(jstr(q, "next_poll_at"), next, sizeof next);
+            json_int_t ok = json_integer_value(json_object_get(q, "ok"));
+            char *src = safe_text(jstr(q, "source") ? jstr(q, "source") : "?");
+            char *err = safe_text(jstr(q, "last_error") ? jstr(q, "last_error") : "-");
+            tbl_row(&ts, (const char *const[]){src, ok ? "ok" : "gestört", last, next, err});
+            free(src);
+            free(err);
+        }
+        tbl_print(&ts, c->out, "  ");
+        tbl_free(&ts);
+        fputc('\n', c->out);
+    }
     fprintf(c->out, "Anträge in %s: %s\n\n", c->db, jtext(st, "total", num, sizeof num));
 
     tbl t;

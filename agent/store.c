@@ -182,6 +182,15 @@ static const char *const migrations[] = {
     "  last_error TEXT,"
     "  sent_at TEXT);"
     "CREATE INDEX notices_unsent ON notices(sent_at, id);",
+    /* 7: the health of each networked source, for rekeyctl status */
+    "CREATE TABLE source_health ("
+    "  source TEXT PRIMARY KEY,"
+    "  ok INTEGER NOT NULL,"
+    "  last_poll_at TEXT NOT NULL,"
+    "  last_ok_at TEXT,"
+    "  last_error TEXT,"
+    "  fails INTEGER NOT NULL DEFAULT 0,"
+    "  next_poll_at TEXT) WITHOUT ROWID;",
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSION,
                "RK_STORE_SCHEMA_VERSION in store.h must count the migrations");
@@ -980,6 +989,10 @@ json_t *rk_store_status_json(rk_store *s)
     json_object_set_new(o, "by_state", by_state);
     json_object_set_new(o, "by_job", by_job);
     json_object_set_new(o, "total", json_integer(total));
+    json_object_set_new(o, "sources",
+                        rows_json(s, "SELECT source, ok, last_poll_at, last_ok_at, last_error,"
+                                     " fails, next_poll_at FROM source_health ORDER BY source",
+                                  0, 0));
     json_object_set_new(o, "paused",
                         rows_json(s, "SELECT job, connector, reason, paused_at FROM"
                                      " connector_pauses ORDER BY job, connector", 0, 0));
@@ -1615,4 +1628,24 @@ int rk_store_notice_done(rk_store *s, int64_t id, int ok, const char *error)
                       " WHERE id = ?", "ti", at, id);
     return run(s, "UPDATE notices SET attempts = attempts + 1, last_error = ? WHERE id = ?",
                "ti", error, id);
+}
+
+/* ---- source health ----------------------------------------------------- */
+
+int rk_store_source_health(rk_store *s, const char *source, int ok, const char *error,
+                           int64_t next_poll_ms)
+{
+    char at[32], next[32];
+    now_iso(at, sizeof at);
+    rk_time_iso(next_poll_ms > 0 ? next_poll_ms : rk_now_ms(), next, sizeof next);
+    return run(s, "INSERT INTO source_health(source, ok, last_poll_at, last_ok_at, last_error,"
+                  " fails, next_poll_at) VALUES (?1, ?2, ?3, CASE WHEN ?2 THEN ?3 END, ?4,"
+                  " CASE WHEN ?2 THEN 0 ELSE 1 END, ?5)"
+                  " ON CONFLICT(source) DO UPDATE SET ok = excluded.ok,"
+                  " last_poll_at = excluded.last_poll_at,"
+                  " last_ok_at = COALESCE(excluded.last_ok_at, last_ok_at),"
+                  " last_error = CASE WHEN excluded.ok THEN last_error ELSE excluded.last_error END,"
+                  " fails = CASE WHEN excluded.ok THEN 0 ELSE fails + 1 END,"
+                  " next_poll_at = excluded.next_poll_at",
+               "titt" "t", source, (int64_t)(ok ? 1 : 0), at, error, next);
 }

@@ -38,7 +38,7 @@ typedef struct rk_store rk_store;
 
 /* The schema version this rekey writes (PRAGMA user_version): the number
  * of migrations in store.c. */
-#define RK_STORE_SCHEMA_VERSION 6
+#define RK_STORE_SCHEMA_VERSION 7
 
 #define RK_STORE_READONLY 0x1 /* rekeyctl's read commands */
 #define RK_STORE_SYNC_NORMAL 0x2 /* synchronous=NORMAL instead of FULL */
@@ -146,7 +146,8 @@ int rk_store_pending(rk_store *s, const char *const *states, size_t limit,
 
 /* Read side, for rekeyctl and the operator API. */
 /* {"by_state": {state: n, ... all states}, "by_job": {job: {state: n}},
- *  "total": n, "paused": [{job, connector, reason, paused_at}]} */
+ *  "total": n, "paused": [{job, connector, reason, paused_at}],
+ *  "sources": [{source, ok, last_poll_at, ...}] (rk_store_source_health)} */
 json_t *rk_store_status_json(rk_store *s);
 /* [{"id", "job", "state", "received_at", "updated_at", "attempts",
  *   "anomalies": n, "codes": "A,B" or null}], newest first; state/job
@@ -236,6 +237,13 @@ typedef struct rk_notice {
 int rk_store_notices(rk_store *s, size_t limit,
                      int (*cb)(const rk_notice *n, void *arg), void *arg);
 int rk_store_notice_done(rk_store *s, int64_t id, int ok, const char *error);
+
+/* A networked source's health after a poll: ok, or the error; when it
+ * polls next (ms).  Shown by rk_store_status_json under "sources": source,
+ * ok, last_poll_at, last_ok_at, last_error (the latest, kept after a
+ * recovery), fails (in a row), next_poll_at. */
+int rk_store_source_health(rk_store *s, const char *source, int ok, const char *error,
+                           int64_t next_poll_ms);
 
 /* SQLite's data_version: changes when another connection committed. */
 int64_t rk_store_data_version(rk_store *s);
