@@ -15,6 +15,9 @@
  *   POST /api/v1/jobs/{id}/replay         {"new_key": false}
  *   GET  /api/v1/events?since=&job=&after=&limit=   the audit trail, paged
  *   GET  /metrics   GET /healthz   GET /readyz
+ *   POST /callbacks/fitconnect/{name}     FIT-Connect's announcement of new
+ *                                         submissions (no token: the HMAC is
+ *                                         the authentication)
  *
  * Errors are {"error": "message"} with a 4xx or 5xx status; a refused
  * decision carries the German sentence of the review module, the job's
@@ -28,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "inbox_fitconnect.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -703,6 +707,36 @@ static void h_readyz(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
     rk_buf_free(&why);
 }
 
+/* ---- FIT-Connect callbacks --------------------------------------------------- */
+
+/*
+ * POST /callbacks/fitconnect/{name}: registered RK_HTTPD_PUBLIC, since the
+ * delivery service cannot send our bearer token; the HMAC-SHA512 over
+ * timestamp "." body with the section's callback_secret is the
+ * authentication (checked in constant time, at most five minutes off now,
+ * by rk_fitconnect_callback).  The body was bounded by max_body before
+ * this runs.  A refused callback is answered with no detail (the reason is
+ * in the daemon's log) and changes nothing; a valid one makes the source
+ * poll at once.
+ */
+static void h_fitconnect_callback(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
+{
+    (void)arg;
+    rk_fitconnect *s = rk_fitconnect_find(rq->args[0]);
+    if (!s) {
+        rk_httpd_error(rs, 404, "no such FIT-Connect source");
+        return;
+    }
+    char err[256];
+    if (rk_fitconnect_callback(s, rk_httpd_header(rq, "callback-timestamp"),
+                               rk_httpd_header(rq, "callback-authentication"), rq->body,
+                               rq->body_len, err, sizeof err) != 0) {
+        rk_httpd_error(rs, 401, "invalid callback");
+        return;
+    }
+    rk_httpd_json(rs, 200, json_pack("{s:b}", "ok", 1));
+}
+
 int rk_api_mount(rk_api *a, rk_httpd *h)
 {
     static const struct {
@@ -722,6 +756,7 @@ int rk_api_mount(rk_api *a, rk_httpd *h)
         {"GET", "/api/v1/events", 0, h_events},
         {"GET", "/healthz", RK_HTTPD_PUBLIC, h_healthz},
         {"GET", "/readyz", RK_HTTPD_PUBLIC, h_readyz},
+        {"POST", "/callbacks/fitconnect/{}", RK_HTTPD_PUBLIC, h_fitconnect_callback},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         int rc = rk_httpd_route(h, routes[i].method, routes[i].pattern, routes[i].flags,
