@@ -16,6 +16,7 @@ static_token="T" accepts "Bearer T" instead of OAuth2 tokens.
 
 Knobs (attributes, change them while it runs under `lock`):
   list_plan     [(status, retry_after_or_None), ...] answered by the next
+                (status "garbage": 200 with an HTML body instead of the list)
                 list calls before a normal answer
   fetch_fail    {id: n}   the next n fetches of id answer 500
   ack_fail      {id: n}   the next n acks of id answer 503
@@ -219,6 +220,9 @@ class InboxServer:
                     if outer.list_plan:
                         status, ra = outer.list_plan.pop(0)
                         outer.list_calls.append((time.monotonic(), status))
+                        if status == "garbage":  # 200 with a body that is no JSON list
+                            return self.send(200, b"<html>maintenance</html>",
+                                             ctype="text/html")
                         hdr = [("Retry-After", str(ra))] if ra is not None else []
                         return self.send(status, {"error": "busy"}, headers=hdr)
                 if not self.authorized():
