@@ -32,7 +32,7 @@ UNIT_BINS  := $(UNIT_SRCS:.c=)
 
 PROGRAMS := agent/rekeyd agent/rekeyctl
 
-.PHONY: all deps demo check check-unit check-system check-asan check-crash clean
+.PHONY: all deps demo check check-unit check-system check-asan check-valgrind check-crash clean
 all: $(PROGRAMS) $(CONNECTORS) $(UNIT_BINS)
 
 deps:
@@ -93,6 +93,15 @@ check-asan: deps
 	  echo "check-asan: $$(ls $(SAN_LOG) | wc -l) sanitizer report(s) in build/san/"; rc=1; \
 	fi; exit $$rc
 
+# Unit tests under valgrind: any memory error or definite leak fails the test
+# (the summary line counts it as failed).
+VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full \
+            --errors-for-leak-kinds=definite --show-leak-kinds=definite
+check-valgrind:
+	@sh scripts/install-deps.sh valgrind
+	@$(MAKE) --no-print-directory all
+	@REKEY_UNIT_WRAPPER="$(VALGRIND)" /usr/bin/python3 tests/run_all.py --unit-only
+
 # Crash series at full size (make check runs a small one): SIGKILL at random
 # moments, restart, and check nothing was lost or delivered twice.
 CRASH_FILES ?= 2000
@@ -139,7 +148,7 @@ clean-test-plugins:
 # into build/fuzz/fuzz_NAME and runs each for FUZZ_SECONDS on a copy of its
 # corpus (build/fuzz/corpus-NAME), so new inputs never touch the tree.
 # See tests/fuzz/README.md.
-FUZZ_NAMES    := xmldoc gunzip
+FUZZ_NAMES    := xmldoc gunzip job map
 FUZZ_REPLAYS  := $(addprefix build/fuzz/replay_,$(FUZZ_NAMES))
 FUZZ_SECONDS  ?= 60
 FUZZ_CC       ?= clang
@@ -152,6 +161,10 @@ FUZZ_SRCS_xmldoc := agent/xmldoc.c agent/record.c agent/job.c agent/util.c
 FUZZ_LIBS_xmldoc := $(shell pkg-config --libs libxml-2.0 libcrypto zlib 2>/dev/null) -lpthread
 FUZZ_SRCS_gunzip := agent/util.c
 FUZZ_LIBS_gunzip := $(shell pkg-config --libs zlib libcrypto 2>/dev/null)
+FUZZ_SRCS_job    := agent/job.c agent/xmldoc.c agent/record.c agent/util.c
+FUZZ_LIBS_job    := $(shell pkg-config --libs libxml-2.0 libcrypto zlib jansson 2>/dev/null) -lpthread -lm
+FUZZ_SRCS_map    := agent/map.c agent/rules.c agent/job.c agent/xmldoc.c agent/record.c agent/util.c
+FUZZ_LIBS_map    := $(FUZZ_LIBS_job)
 
 .PHONY: fuzz fuzz-build
 all: $(FUZZ_REPLAYS)

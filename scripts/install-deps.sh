@@ -2,7 +2,8 @@
 # Installs the Debian packages that rekey's build, demo and tests need,
 # but only when one of them is missing, so `make demo` and `make check`
 # cost nothing extra on a machine that already has them.
-# Runs apt-get as root (or through sudo when available).
+# Extra package names on the command line are added (make check-valgrind
+# passes valgrind).  Runs apt-get as root (or through sudo when available).
 set -eu
 
 PKGS="build-essential pkg-config
@@ -10,7 +11,8 @@ libuv1-dev libxml2-dev libxml2-utils libcurl4-openssl-dev
 libsqlite3-dev sqlite3 zlib1g-dev libjansson-dev libmicrohttpd-dev
 libssl-dev libpq-dev libinih-dev libcmocka-dev
 postgresql python3 python3-pytest python3-jwcrypto
-libsystemd-dev systemd groff-base"
+libsystemd-dev systemd groff-base
+$*"
 
 missing=""
 for p in $PKGS; do

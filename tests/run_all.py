@@ -3,10 +3,13 @@
 
 Unit tests are the cmocka binaries tests/unit/test_* (run from the
 repository root); system tests are pytest under tests/system.  Extra
-arguments are passed to pytest (e.g. -k NAME).
+arguments are passed to pytest (e.g. -k NAME); `--unit-only` runs only the
+unit tests, and REKEY_UNIT_WRAPPER (e.g. "valgrind -q --error-exitcode=1")
+is put in front of each unit test binary (`make check-valgrind`).
 """
 import os
 import re
+import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -23,11 +26,13 @@ def run_unit():
     bins = sorted(f for f in os.listdir(unit)
                   if f.startswith("test_") and not f.endswith(".c")
                   and os.access(os.path.join(unit, f), os.X_OK))
+    wrapper = shlex.split(os.environ.get("REKEY_UNIT_WRAPPER", ""))
+    timeout = 1200 if wrapper else 300
     for b in bins:
         path = os.path.join(unit, b)
         try:
-            p = subprocess.run([path], cwd=ROOT, capture_output=True, text=True,
-                               timeout=300)
+            p = subprocess.run(wrapper + [path], cwd=ROOT, capture_output=True, text=True,
+                               timeout=timeout)
             out = p.stdout + p.stderr
         except subprocess.TimeoutExpired as e:
             out = (e.stdout or b"").decode(errors="replace") + "\nTIMEOUT"
@@ -73,8 +78,11 @@ def run_system(extra):
 
 
 def main():
+    args = sys.argv[1:]
+    unit_only = "--unit-only" in args
+    args = [a for a in args if a != "--unit-only"]
     up, uf = run_unit()
-    sp, sf = run_system(sys.argv[1:])
+    sp, sf = (0, 0) if unit_only else run_system(args)
     passed, failed = up + sp, uf + sf
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or passed == 0 else 0

@@ -17,7 +17,9 @@ from conftest import ROOT
 
 FUZZ = os.path.join(ROOT, "tests", "fuzz")
 DATA = os.path.join(ROOT, "tests", "data")
-NAMES = ["xmldoc", "gunzip"]
+NAMES = ["xmldoc", "gunzip", "job", "map"]
+# seeds in tests/fuzz/corpus/NAME for the harnesses whose count is pinned
+SEEDS = {"job": 11, "map": 13}
 
 
 def replay_bin(name):
@@ -55,6 +57,19 @@ def test_corpus_replays(name):
     p, n = replay(name, corpus)
     assert p.returncode == 0, p.stderr[-4000:]
     assert n == len(files)
+    if name in SEEDS:
+        assert n == SEEDS[name]
+
+
+def test_job_replay_leaves_no_temp_tree():
+    """fuzz_job writes each input to a private /tmp/rk-fuzz-job-* tree and
+    removes it at exit."""
+    import glob
+    before = set(glob.glob("/tmp/rk-fuzz-job-*"))
+    p, n = replay("job", os.path.join(FUZZ, "corpus", "job"))
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert n == SEEDS["job"]
+    assert set(glob.glob("/tmp/rk-fuzz-job-*")) <= before
 
 
 @pytest.mark.parametrize("name", NAMES)

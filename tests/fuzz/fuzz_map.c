@@ -1,0 +1,152 @@
+/*
+ * fuzz_map.c — libFuzzer harness for the field map and the rules.
+ *
+ * Loads jobs/besucherparkausweis.xml once (target_db=/nonexistent; the
+ * harness runs from the repo root) and runs each input through what a
+ * worker does with a submission: rk_doc_parse, rk_doc_validate,
+ * rk_map_apply, rk_rules_check with a fixed today, rk_result_free.  The
+ * schema check does not stop the map, so invalid documents reach the
+ * transforms (dates, decimals, lookups) and the fee and range rules too.
+ *
+ * Contract besides "no crash": rk_map_apply on a parsed document returns
+ * 0 and adds one mapped field per field of the job, each with its name
+ * and XPath; every anomaly has a code and a non-empty message.
+ *
+ * Built with -DRK_FUZZ_REPLAY_MAIN it gets a plain main that replays the
+ * files (or the files in the folders) named on the command line.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libxml/parser.h>
+
+#include "job.h"
+#include "map.h"
+#include "record.h"
+#include "util.h"
+#include "xmldoc.h"
+
+#define MAP_JOB "jobs/besucherparkausweis.xml"
+#define MAP_TODAY "2026-11-24"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static rk_job *map_job;
+
+static void init_once(void)
+{
+    rk_log_set_level(RK_LOG_LVL_ERROR);
+    rk_xml_init();
+    static const char *names[] = {"target_db"};
+    static const char *values[] = {"/nonexistent"};
+    rk_vars vars = {names, values, 1};
+    char err[1024];
+    map_job = rk_job_load(MAP_JOB, &vars, err, sizeof err);
+    if (!map_job) {
+        fprintf(stderr, "fuzz_map: %s (run from the repository root)\n", err);
+        abort();
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int initialised;
+    if (!initialised) {
+        init_once();
+        initialised = 1;
+    }
+    const char *code = NULL;
+    char msg[512];
+    xmlDocPtr doc = rk_doc_parse((const char *)data, size, &code, msg, sizeof msg);
+    if (!doc)
+        return 0;
+    rk_result r;
+    rk_result_init(&r);
+    rk_doc_validate(map_job, doc, &r);
+    if (rk_map_apply(map_job, doc, &r) != 0 || r.n_fields != map_job->n_fields)
+        abort();
+    for (size_t i = 0; i < r.n_fields; i++)
+        if (!r.fields[i].name || !r.fields[i].xpath)
+            abort();
+    rk_rules_check(map_job, &r, MAP_TODAY);
+    for (size_t i = 0; i < r.n_anomalies; i++)
+        if (!r.anomalies[i].code || !r.anomalies[i].message || !r.anomalies[i].message[0])
+            abort();
+    rk_result_free(&r);
+    xmlFreeDoc(doc);
+    return 0;
+}
+
+#ifdef RK_FUZZ_REPLAY_MAIN
+#include <dirent.h>
+#include <sys/stat.h>
+
+#define REPLAY_MAX_FILE (64u << 20)
+
+/* Replays one file; 0 when it was read, -1 when it could not be. */
+static int replay_file(const char *path)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = rk_read_file(path, REPLAY_MAX_FILE, &data, &len);
+    if (rc) {
+        fprintf(stderr, "fuzz_map: %s: %s\n", path, rk_strerror(rc));
+        return -1;
+    }
+    LLVMFuzzerTestOneInput((const uint8_t *)data, len);
+    free(data);
+    return 0;
+}
+
+/* Replays every regular file directly inside dir; returns the count or -1. */
+static int replay_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        perror(dir);
+        return -1;
+    }
+    int n = 0, bad = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4096];
+        struct stat st;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path ||
+            stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (replay_file(path) == 0)
+            n++;
+        else
+            bad = 1;
+    }
+    closedir(d);
+    return bad ? -1 : n;
+}
+
+int main(int argc, char **argv)
+{
+    int total = 0, failed = 0;
+    for (int i = 1; i < argc; i++) {
+        struct stat st;
+        if (stat(argv[i], &st) != 0) {
+            perror(argv[i]);
+            failed = 1;
+            continue;
+        }
+        int n = S_ISDIR(st.st_mode) ? replay_dir(argv[i]) : (replay_file(argv[i]) == 0 ? 1 : -1);
+        if (n < 0)
+            failed = 1;
+        else
+            total += n;
+    }
+    printf("fuzz_map: replayed %d input(s)\n", total);
+    rk_job_unref(map_job);
+    xmlCleanupParser();
+    return failed;
+}
+#endif
