@@ -2694,6 +2694,35 @@ static int cmd_help(ctl *c)
 }
 
 /*
+ * Commands with a parser of their own (watch, connector-test, token): returns
+ * the index of the command word when it is the first word that is neither an
+ * option nor an option's value, else 0.  Options before it are known global
+ * ones (--db FILE, --config FILE), so their values are skipped.
+ */
+static int delegated_at(int argc, char **argv)
+{
+    static const char *const own[] = {"watch", "connector-test", "token"};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0)
+            return 0;
+        if (a[0] == '-') {
+            if (strncmp(a, "--", 2) != 0 || strchr(a, '='))
+                continue;
+            for (int k = 0; k < O_COUNT; k++)
+                if (strcmp(opt_defs[k].name, a + 2) == 0 && opt_defs[k].has_arg)
+                    i++; /* its value */
+            continue;
+        }
+        for (size_t k = 0; k < sizeof own / sizeof own[0]; k++)
+            if (strcmp(a, own[k]) == 0)
+                return i;
+        return 0;
+    }
+    return 0;
+}
+
+/*
  * The whole CLI: parses argv, runs the command and returns the exit code.
  * out and err stand for stdout and stderr (tests pass memory streams).
  */
@@ -2713,12 +2742,26 @@ int rkctl_main(int argc, char **argv, FILE *out, FILE *err)
         c.db_default = 1;
     }
     rk_log_set_level(RK_LOG_LVL_WARN);
-    if (argc > 1 && strcmp(argv[1], "connector-test") == 0) /* agent/contract.c */
-        return rk_contract_main(argc - 1, argv + 1, out, err);
-    if (argc > 1 && strcmp(argv[1], "token") == 0) /* agent/tokens.c */
-        return rk_tokens_main(argc - 1, argv + 1, out, err);
-    if (argc > 1 && strcmp(argv[1], "watch") == 0) /* agent/watch.c */
-        return rk_watch_main(argc - 1, argv + 1, out, err);
+    int at = delegated_at(argc, argv);
+    if (at > 0) {
+        /* the command word first, then every other word in its order, so
+         * `rekeyctl --db X watch` means `rekeyctl watch --db X` */
+        char **args = xrealloc(NULL, (size_t)argc * sizeof *args);
+        int n = 0;
+        args[n++] = argv[at];
+        for (int i = 1; i < argc; i++)
+            if (i != at)
+                args[n++] = argv[i];
+        int drc;
+        if (strcmp(argv[at], "connector-test") == 0) /* agent/contract.c */
+            drc = rk_contract_main(n, args, out, err);
+        else if (strcmp(argv[at], "token") == 0) /* agent/tokens.c */
+            drc = rk_tokens_main(n, args, out, err);
+        else /* watch: agent/watch.c */
+            drc = rk_watch_main(n, args, out, err);
+        free(args);
+        return drc;
+    }
 
     int rc = ctl_parse(&c, argc, argv);
     if (rc) {

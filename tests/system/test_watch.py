@@ -167,6 +167,12 @@ def test_an_empty_queue_and_the_database_from_the_config(tmp_path):
     # REKEY_DB when neither option names one
     out2 = watch("--once", env=dict(os.environ, REKEY_DB=rig.db)).stdout
     assert f"Datenbank: {rig.db}\n" in out2
+    # the global options may also stand before the word watch
+    for pre in (["--db", rig.db], [f"--db={rig.db}"], ["--config", rig.config]):
+        p = subprocess.run([REKEYCTL, *pre, "watch", "--once"], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert f"Datenbank: {rig.db}\n" in p.stdout
 
 
 def test_usage_errors_and_a_missing_database(tmp_path):
