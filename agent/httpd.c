@@ -34,6 +34,7 @@
 #include <microhttpd.h>
 
 #include "api.h"
+#include "dash.h"
 #include "metrics.h"
 
 typedef struct route {
@@ -778,6 +779,7 @@ int rk_httpd_new(uv_loop_t *loop, const rk_httpd_options *o, rk_httpd **out, cha
 typedef struct http_source {
     rk_httpd *h;
     rk_api *api;
+    rk_dash *dash;  /* NULL with dashboard = false */
     void (*done)(void *);
     void *done_arg;
 } http_source;
@@ -793,6 +795,7 @@ static void src_closed(void *p)
     http_source *s = p;
     void (*done)(void *) = s->done;
     void *arg = s->done_arg;
+    rk_dash_free(s->dash);
     rk_api_close(s->api);
     free(s);
     rk_info("http", "closed");
@@ -844,18 +847,25 @@ int rk_httpd_start(rk_engine *e, char *err, size_t errlen)
         return rc;
     }
     rc = rk_api_mount(s->api, s->h);
+    if (!rc && hc->dashboard) {
+        rk_dash_options dopt = {.session_idle_ms = hc->session_idle_ms,
+                                .cookie_secure = hc->cookie_secure};
+        rc = rk_dash_new(s->api, s->h, &dopt, &s->dash);
+    }
     if (rc) {
         snprintf(err, errlen, "[http]: cannot set up the routes: %s", rk_strerror(rc));
         rk_httpd_close(s->h, NULL, NULL);
+        rk_dash_free(s->dash);
         rk_api_close(s->api);
         free(s);
         return rc;
     }
     size_t ntok = rk_tokens_count(s->h->tokens);
-    rk_info("http", "listening on %s%s%s:%d (API /api/v1/, /metrics%s, /healthz, /readyz; "
+    rk_info("http", "listening on %s%s%s:%d (%sAPI /api/v1/, /metrics%s, /healthz, /readyz; "
                     "%zu tokens)",
             hc->listen_ipv6 ? "[" : "", hc->listen_host, hc->listen_ipv6 ? "]" : "",
-            rk_httpd_port(s->h), hc->metrics_auth ? "" : " without token", ntok);
+            rk_httpd_port(s->h), s->dash ? "dashboard /, " : "",
+            hc->metrics_auth ? "" : " without token", ntok);
     rk_engine_add_source(e, &http_source_ops, s);
     return 0;
 }
