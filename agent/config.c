@@ -634,9 +634,9 @@ static int http_key(parse_state *ps, const char *name, const char *value)
     }
     if (strcmp(name, "session_idle") == 0) {
         int64_t ms;
-        if (rk_duration_parse(value, &ms) != 0 || ms < 60000 || ms > 7 * 86400000LL) {
+        if (rk_duration_parse(value, &ms) != 0 || ms < 1000 || ms > 7 * 86400000LL) {
             snprintf(ps->err, sizeof ps->err,
-                     "session_idle must be a duration from 1m to 7d, e.g. 30m or 8h, not '%s'",
+                     "session_idle must be a duration from 1s to 7d, e.g. 30m or 8h, not '%s'",
                      value);
             return 0;
         }
