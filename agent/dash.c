@@ -308,7 +308,8 @@ static rk_session *session_of(rk_dash *d, const rk_httpd_req *rq)
 static int dash_path(const char *p)
 {
     return strcmp(p, "/") == 0 || strcmp(p, "/antraege") == 0 ||
-           strncmp(p, "/antraege/", 10) == 0 || strcmp(p, "/abmelden") == 0;
+           strncmp(p, "/antraege/", 10) == 0 || strcmp(p, "/abmelden") == 0 ||
+           strcmp(p, "/protokoll") == 0;
 }
 
 static int authn(void *arg, const rk_httpd_req *rq, char *name, size_t namelen)
@@ -346,7 +347,7 @@ static void redirect(rk_httpd_resp *rs, const char *location)
     put(&rs->body, "\">Weiter</a></p></body></html>\n");
 }
 
-enum { NAV_NONE, NAV_OVERVIEW, NAV_QUEUE, NAV_REVIEW };
+enum { NAV_NONE, NAV_OVERVIEW, NAV_QUEUE, NAV_REVIEW, NAV_LOG };
 
 /* The start of every page up to <main>; s NULL on the login page (no
  * navigation, no logout). */
@@ -365,7 +366,8 @@ static void page_begin(rk_buf *b, const char *title, const rk_session *s, int na
             const char *href, *label;
         } items[] = {{NAV_OVERVIEW, "/", "Übersicht"},
                      {NAV_QUEUE, "/antraege", "Warteschlange"},
-                     {NAV_REVIEW, "/antraege?status=review", "Zur Klärung"}};
+                     {NAV_REVIEW, "/antraege?status=review", "Zur Klärung"},
+                     {NAV_LOG, "/protokoll", "Protokoll"}};
         put(b, "<nav aria-label=\"Hauptnavigation\"><ul>\n");
         for (size_t i = 0; i < sizeof items / sizeof items[0]; i++)
             putf(b, "<li><a href=\"%s\"%s>%s</a></li>\n", items[i].href,
@@ -511,7 +513,10 @@ static const char *safe_next(const char *w)
     for (const unsigned char *p = (const unsigned char *)w; *p; p++)
         if (*p < 0x21 || *p > 0x7e)
             return "/";
-    return dash_path(w) || strncmp(w, "/antraege?", 10) == 0 ? w : "/";
+    return dash_path(w) || strncmp(w, "/antraege?", 10) == 0 ||
+                   strncmp(w, "/protokoll?", 11) == 0
+               ? w
+               : "/";
 }
 
 static void login_page(rk_httpd_resp *rs, int status, const char *next, const char *error,
@@ -992,6 +997,103 @@ static void h_queue(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
     page_end(b);
     json_decref(rows);
     json_decref(status);
+}
+
+/* ---- Protokoll: the audit trail of every job ---------------------------------- */
+
+#define LOG_LIMIT 100
+#define LOG_LIMIT_MAX 1000
+
+/*
+ * The events of a time window (seit: an age like 1d or 8h, or a date;
+ * default the last 24 hours), of one Antragsart or all, oldest first in
+ * pages of LOG_LIMIT (anzahl; nach = the last id shown), as rk_store_events_json
+ * reads them for the API and `rekeyctl events`.
+ */
+static void h_log(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
+{
+    rk_dash *d = arg;
+    rk_session *s = session_of(d, rq);
+    const char *seit = qparam(rq, "seit");
+    const char *job = qparam(rq, "verfahren");
+    const char *nv = qparam(rq, "nach"), *lv = qparam(rq, "anzahl");
+    char since[40];
+    int64_t after = 0, limit = LOG_LIMIT;
+    if (rk_api_parse_time(seit ? seit : "1d", rk_now_ms(), since, sizeof since) != 0 ||
+        (nv && (rk_parse_int64(nv, &after) != 0 || after < 0)) ||
+        (lv && (rk_parse_int64(lv, &limit) != 0 || limit < 1 || limit > LOG_LIMIT_MAX)) ||
+        (job && strlen(job) > 200)) {
+        message_page(rs, 400, s, "Ungültiger Filter",
+                     "Der Zeitraum ist ungültig: ein Alter wie 8h oder 7d, oder ein Datum "
+                     "wie 26.11.2026.");
+        return;
+    }
+    json_t *rows =
+        rk_store_events_json(rk_api_store(d->api), since, job, after, (size_t)limit + 1);
+    if (!rows) {
+        message_page(rs, 500, s, "Fehler", "Die Datenbank kann gerade nicht gelesen werden.");
+        return;
+    }
+    int more = json_array_size(rows) > (size_t)limit;
+    if (more)
+        json_array_remove(rows, (size_t)limit);
+    rk_buf *b = &rs->body;
+    b->len = 0;
+    page_headers(rs, 200);
+    page_begin(b, "Protokoll", s, NAV_LOG);
+    put(b, "<h1>Protokoll</h1>\n<form method=\"get\" action=\"/protokoll\" class=\"filters\" "
+           "role=\"search\" aria-label=\"Protokoll filtern\">\n<div><label for=\"p-seit\">"
+           "Zeitraum seit</label>\n<input type=\"text\" id=\"p-seit\" name=\"seit\" value=\"");
+    esc(b, seit ? seit : "1d");
+    put(b, "\" aria-describedby=\"p-seit-hilfe\"><br><small id=\"p-seit-hilfe\">ein Alter wie "
+           "<code>8h</code> oder <code>7d</code>, oder ein Datum wie <code>26.11.2026</code>"
+           "</small></div>\n<div><label for=\"p-verfahren\">Antragsart</label>\n"
+           "<input type=\"text\" id=\"p-verfahren\" name=\"verfahren\" value=\"");
+    esc(b, job);
+    put(b, "\"></div>\n<div><button type=\"submit\">Anzeigen</button></div>\n</form>\n"
+           "<table>\n<caption>Alle Schritte aller Anträge im Zeitraum, älteste zuerst"
+           "</caption>\n<thead><tr><th scope=\"col\">Zeit</th><th scope=\"col\">Antrag</th>"
+           "<th scope=\"col\">Antragsart</th><th scope=\"col\">Wer</th>"
+           "<th scope=\"col\">von</th><th scope=\"col\">nach</th><th scope=\"col\">Grund</th>"
+           "</tr></thead>\n<tbody>\n");
+    size_t i;
+    json_t *e;
+    json_array_foreach(rows, i, e) {
+        put(b, "<tr><th scope=\"row\">");
+        put_time(b, jstr(e, "at"));
+        putf(b, "</th><td><a href=\"/antraege/%lld\">Antrag %lld</a></td><td>",
+             jint(e, "job_id"), jint(e, "job_id"));
+        esc(b, jstr(e, "job") ? jstr(e, "job") : "–");
+        put(b, "</td><td>");
+        esc(b, jstr(e, "actor"));
+        put(b, "</td><td>");
+        esc(b, jstr(e, "from_state") ? rk_state_german(jstr(e, "from_state")) : "–");
+        put(b, "</td><td>");
+        esc(b, rk_state_german(jstr(e, "to_state")));
+        put(b, "</td><td>");
+        esc(b, jstr(e, "reason") ? jstr(e, "reason") : "–");
+        put(b, "</td></tr>\n");
+    }
+    if (json_array_size(rows) == 0)
+        put(b, "<tr><td colspan=\"7\">Keine Einträge im Zeitraum.</td></tr>\n");
+    put(b, "</tbody>\n</table>\n");
+    if (more) {
+        rk_buf q;
+        rk_buf_init(&q, 4096);
+        put(&q, "/protokoll?seit=");
+        url_part(&q, seit ? seit : "1d");
+        put(&q, "&verfahren=");
+        url_part(&q, job);
+        if (lv)
+            putf(&q, "&anzahl=%lld", (long long)limit);
+        putf(&q, "&nach=%lld", jint(json_array_get(rows, (size_t)limit - 1), "id"));
+        put(b, "<nav aria-label=\"Seiten\"><ul><li><a href=\"");
+        esc(b, q.data);
+        put(b, "\" rel=\"next\">Weitere Einträge</a></li></ul></nav>\n");
+        rk_buf_free(&q);
+    }
+    page_end(b);
+    json_decref(rows);
 }
 
 /* ---- one Antrag -------------------------------------------------------------- */
@@ -1552,6 +1654,7 @@ int rk_dash_new(rk_api *api, rk_httpd *h, const rk_dash_options *o, rk_dash **ou
         {"POST", "/abmelden", RK_HTTPD_PAGE, h_logout},
         {"GET", "/", RK_HTTPD_PAGE, h_overview},
         {"GET", "/antraege", RK_HTTPD_PAGE, h_queue},
+        {"GET", "/protokoll", RK_HTTPD_PAGE, h_log},
         {"GET", "/antraege/{}", RK_HTTPD_PAGE, h_job},
         {"POST", "/antraege/{}/korrigieren", RK_HTTPD_PAGE, h_set},
         {"POST", "/antraege/{}/freigeben", RK_HTTPD_PAGE, h_approve},

@@ -12,6 +12,8 @@
  *                                      Warteschlange, filtered and paged
  *   GET  /antraege/{id}                one Antrag: values with provenance,
  *                                      anomalies, the document, Verlauf
+ *   GET  /protokoll?seit=&verfahren=&nach=
+ *                                      the audit trail of all jobs, paged
  *   POST /antraege/{id}/korrigieren    feld, wert
  *   POST /antraege/{id}/freigeben
  *   POST /antraege/{id}/ablehnen       grund

@@ -169,6 +169,12 @@ try {
   const verlauf = await page.textContent('#verlauf');
   check(verlauf.includes('bereit zur Übertragung'), 'the Verlauf shows the approval');
 
+  // 7. the Protokoll of all jobs names who approved
+  await Promise.all([page.waitForNavigation(), page.click('nav >> text=Protokoll')]);
+  check((await page.textContent('main table')).includes('bereit zur Übertragung'),
+        'the Protokoll shows the approval');
+  await axe(page, 'protokoll');
+
   check(result.csp.length === 0, 'no Content-Security-Policy violations: ' + result.csp.join('; '));
 } catch (e) {
   result.failures.push('exception: ' + (e && e.stack ? e.stack : e));

@@ -60,7 +60,8 @@ def test_review_in_a_real_browser(tmp_path):
     print(lines[-1])
     assert result["failures"] == [], "\n".join(result["failures"]) + "\n" + p.stderr
     assert p.returncode == 0 and result["ok"] is True
-    assert set(result["axe"]) == {"login", "overview", "queue", "submission", "confirmation"}
+    assert set(result["axe"]) == {"login", "overview", "queue", "submission", "confirmation",
+                                "protokoll"}
     for page, r in result["axe"].items():
         assert r["serious_or_critical"] == 0, (page, r)
     assert set(result["focus"]) == {"btn-korrigieren", "btn-freigeben", "btn-ablehnen"}

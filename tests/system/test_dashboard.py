@@ -118,7 +118,7 @@ def snapshot(s):
 
 def pages(s):
     i = s.id["pay"]
-    return ["/", "/antraege", "/antraege?status=review", f"/antraege/{i}",
+    return ["/", "/antraege", "/antraege?status=review", "/protokoll", f"/antraege/{i}",
             f"/antraege/{s.id['hostile']}", "/antraege/999999"]
 
 
@@ -313,6 +313,12 @@ def test_a_correction_and_approval_through_the_web_are_audited_and_delivered(srv
     verlauf = text.split('<table id="verlauf">')[1].split("</table>")[0]
     assert "<td>clara</td><td>zur Klärung</td><td>bereit zur Übertragung</td>" in verlauf
     assert '<dd id="status">übertragen</dd>' in text
+    # and the Protokoll of all jobs, filtered to the Antragsart
+    text = w.get("/protokoll?verfahren=fischereischein&seit=1h")[2].decode()
+    assert re.search(rf'<a href="/antraege/{age}">Antrag {age}</a></td><td>fischereischein'
+                     r'</td><td>clara</td><td>zur Klärung</td><td>bereit zur Übertragung</td>',
+                     text), text
+    assert "besucherparkausweis</td>" not in text
     assert 'id="btn-freigeben"' not in text and 'id="btn-korrigieren"' not in text
 
 
@@ -418,6 +424,30 @@ def test_overview_counts_overdue_first_and_failures(srv):
     # the overdue list comes before the counts
     assert text.index("Frist überschritten") < text.index("Anträge nach Status")
     assert "Letzte Fehlschläge" in text and "Eingangsquellen" in text
+
+
+def test_protokoll_pages_and_filters(srv):
+    s = srv
+    w = Web(s.d, s.clara)
+    total = s.rig.q("SELECT count(*) FROM events")[0][0]
+    got, path, n = [], "/protokoll?seit=7d&anzahl=7", 0
+    while path:
+        status, _, body = w.get(path)
+        assert status == 200
+        got += re.findall(rb'<tr><th scope="row">[^<]*</th><td><a href="/antraege/(\d+)">',
+                          body)
+        m = re.search(rb'<a href="([^"]+)" rel="next">', body)
+        path = html.unescape(m.group(1).decode()) if m else None
+        n += 1
+        assert n < 50
+    # every event once, 7 a page (the daemon may add some meanwhile)
+    assert total <= len(got) <= s.rig.q("SELECT count(*) FROM events")[0][0]
+    assert total > 14 and n == (len(got) + 6) // 7
+    ids = [int(x) for x in got]
+    assert sorted(set(ids)) == sorted(r[0] for r in s.rig.q("SELECT id FROM jobs"))
+    assert "Keine Einträge" in w.get("/protokoll?seit=01.01.2001&verfahren=nix")[2].decode()
+    for bad in ("seit=gestern", "nach=x", "nach=-1", "anzahl=0", "anzahl=5000"):
+        assert w.get("/protokoll?" + bad)[0] == 400, bad
 
 
 # ---- hostile values --------------------------------------------------------------------
