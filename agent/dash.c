@@ -1261,7 +1261,8 @@ static void action_forms(rk_buf *b, const rk_session *s, long long id, const cha
          id);
     hidden(b, "csrf", s->csrf);
     put(b, "<input type=\"checkbox\" id=\"neuer-schluessel\" name=\"neuer_schluessel\" "
-           "value=\"1\"> <label for=\"neuer-schluessel\" class=\"inline\">als neuen Datensatz übertragen</label>\n"
+           "value=\"1\"> <label for=\"neuer-schluessel\" class=\"inline\">als neuen "
+           "Datensatz übertragen</label>\n"
            "<div><button type=\"submit\" class=\"secondary\" id=\"btn-neu\">Neu verarbeiten"
            "</button></div>\n</fieldset></form>\n");
     put(b, "</div>\n");
