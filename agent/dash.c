@@ -298,9 +298,19 @@ int rk_sessions_remove(rk_sessions *s, const char *sid)
 
 /* ---- requests and responses ------------------------------------------------ */
 
+/* The live session of the request's cookie, or NULL.  A session whose
+ * token was removed from the token file (rekeyctl token remove) ends here,
+ * at its next request. */
 static rk_session *session_of(rk_dash *d, const rk_httpd_req *rq)
 {
-    return rk_sessions_get(d->sessions, rk_httpd_cookie(rq, COOKIE), rk_now_ms());
+    rk_session *s = rk_sessions_get(d->sessions, rk_httpd_cookie(rq, COOKIE), rk_now_ms());
+    char name[RK_TOKEN_NAME_MAX + 1];
+    if (s && !rk_httpd_token_hash_check(d->h, s->token_hash, name, sizeof name)) {
+        rk_info("dash", "session of %s ended: its token was removed", s->name);
+        rk_sessions_remove(d->sessions, s->sid);
+        return NULL;
+    }
+    return s;
 }
 
 /* The paths a session cookie opens: the dashboard's, never the API's
@@ -604,6 +614,8 @@ static void h_login_post(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
         return;
     }
     rk_session *s = rk_sessions_add(d->sessions, name, rk_now_ms());
+    if (s)
+        rk_sha256_hex(tok, strlen(tok), s->token_hash);
     if (!s) {
         login_page(rs, 500, f.v[F_WEITER],
                    "Die Anmeldung ist gerade nicht möglich (keine Zufallszahlen).", NULL);

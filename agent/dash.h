@@ -69,6 +69,8 @@ typedef struct rk_session {
     char sid[RK_SESSION_ID_LEN + 1];
     char csrf[RK_SESSION_ID_LEN + 1];
     char name[72];           /* the token's name: who acts */
+    char token_hash[65];     /* SHA-256 of the token logged in with: the session
+                              * ends when the token leaves the token file */
     int64_t created_ms, last_ms;
     char flash[2048];        /* the outcome of the last decision, shown once */
     int flash_error;

@@ -459,6 +459,11 @@ int rk_httpd_token_check(rk_httpd *h, const char *token, char *name, size_t name
     return rk_tokens_check(h->tokens, token, name, namelen);
 }
 
+int rk_httpd_token_hash_check(rk_httpd *h, const char *hash, char *name, size_t namelen)
+{
+    return rk_tokens_check_hash(h->tokens, hash, name, namelen);
+}
+
 /* ---- authentication ------------------------------------------------------- */
 
 /* The bearer token of the request checked against the token file, else

@@ -124,6 +124,8 @@ int rk_httpd_form(const rk_httpd_req *rq, rk_httpd_form_cb fn, void *arg);
 /* 1 when token is one of the server's bearer tokens (tokens.h), with its
  * name copied into name; 0 otherwise.  For the dashboard's login form. */
 int rk_httpd_token_check(rk_httpd *h, const char *token, char *name, size_t namelen);
+/* The same for a token's SHA-256 (hex): whether it is still in the file. */
+int rk_httpd_token_hash_check(rk_httpd *h, const char *hash, char *name, size_t namelen);
 
 /* Adds a response header (copied); at most RK_HTTPD_MAX_HEADERS.  A
  * handler's Cache-Control or Referrer-Policy replaces the server's

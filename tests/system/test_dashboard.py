@@ -493,6 +493,16 @@ def test_logout_ends_the_session(srv):
     assert status == 303 and state(s, "pay") == "review"
     # the other session of the same person goes on
     assert keep.get("/")[0] == 200
+    # ... until the token leaves the token file: its sessions end at once
+    gone = add_token(s.rig, "weg")
+    w3 = Web(s.d, gone)
+    assert w3.get("/")[0] == 200
+    p = subprocess.run([REKEYCTL, "token", "remove", "weg", "--config", s.rig.config],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    status, h, _ = w3.get("/")
+    assert status == 303 and h["location"].startswith("/anmelden")
+    assert keep.get("/")[0] == 200
     assert "Sie sind abgemeldet." in s.d.request("GET", "/anmelden?abgemeldet=1")[2].decode()
 
 
