@@ -7,6 +7,7 @@ values, logout and idle expiry of sessions, and the security headers."""
 import html
 import os
 import re
+import sqlite3
 import subprocess
 import time
 import urllib.parse
@@ -424,6 +425,22 @@ def test_overview_counts_overdue_first_and_failures(srv):
     # the overdue list comes before the counts
     assert text.index("Frist überschritten") < text.index("Anträge nach Status")
     assert "Letzte Fehlschläge" in text and "Eingangsquellen" in text
+    assert "Keine Bearbeitungsfrist ist überschritten." in text
+    failed = [r[0] for r in s.rig.q("SELECT id FROM jobs WHERE state = 'failed'")]
+    for i in failed:
+        assert f'<a href="/antraege/{i}">Antrag {i}</a>' in text.split("Letzte Fehlschl")[1]
+    # a held job past its deadline (set in the store as a long wait would) is listed first
+    pay = s.id["pay"]
+    con = sqlite3.connect(s.rig.db, timeout=30)
+    with con:
+        con.execute("UPDATE jobs SET deadline_at = 864000000 WHERE id = ?", (pay,))  # 11.01.1970
+    con.close()
+    text = w.get("/")[2].decode()
+    late = text.split('<h2 id="frist">')[1].split("<h2>")[0]
+    assert f'<a href="/antraege/{pay}">Antrag {pay}</a>' in late
+    assert ".01.1970 " in late and '<span class="overdue">Frist überschritten</span>' in late
+    assert ids_on(w.get("/antraege?frist=1")[2]) == [pay]
+    assert "Frist überschritten" in w.get(f"/antraege/{pay}")[2].decode()
 
 
 def test_protokoll_pages_and_filters(srv):
