@@ -72,16 +72,23 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@sh scripts/demo.sh
 
-check: deps
+check: deps tests/browser/node_modules/.installed
 	@$(MAKE) --no-print-directory all
 	@/usr/bin/python3 tests/run_all.py
+
+# The browser tests' npm packages (playwright-core, axe-core), pinned by
+# tests/browser/package-lock.json; installed again when the lock changes.
+# tests/system/test_browser.py drives Debian's chromium with them.
+tests/browser/node_modules/.installed: tests/browser/package-lock.json tests/browser/package.json
+	npm ci --prefix tests/browser --no-audit --no-fund
+	@touch $@
 
 # Sanitizer reports go to build/san/ (absolute path: the tests run the
 # binaries from other folders), so a report from a process whose exit status
 # a test does not look at (a daemon stopped by SIGTERM, a CLI run for its
 # output) still fails the target; the reports are printed after the summary.
 SAN_LOG := $(CURDIR)/build/san
-check-asan: deps
+check-asan: deps tests/browser/node_modules/.installed
 	@$(MAKE) --no-print-directory clean
 	@$(MAKE) --no-print-directory SAN=1 all
 	@rm -rf $(SAN_LOG) && mkdir -p $(SAN_LOG)

@@ -460,7 +460,8 @@ static void h_events(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
 
 /* ---- deciding ------------------------------------------------------------- */
 
-enum { D_SET, D_APPROVE, D_REJECT, D_RETRY, D_REPLAY };
+enum { D_SET = RK_DECIDE_SET, D_APPROVE = RK_DECIDE_APPROVE, D_REJECT = RK_DECIDE_REJECT,
+       D_RETRY = RK_DECIDE_RETRY, D_REPLAY = RK_DECIDE_REPLAY };
 
 /*
  * Answers one decision about job id: 200 with {"ok": true, "id", "state",
@@ -517,7 +518,11 @@ static void count_transition(rk_api *a, int64_t id)
 /* Runs one decision through the review module; when it fails because the
  * job's definition is not loaded, the job folder is read again and the
  * decision tried once more. */
-static int decide(rk_api *a, int kind, const char *actor, int64_t id, const char *s1,
+static void count_transition(rk_api *a, int64_t id);
+static const char *const action_names[] = {"field corrected", "approved", "rejected",
+                                           "retried", "replayed"};
+
+int rk_api_decide(rk_api *a, int kind, const char *actor, int64_t id, const char *s1,
                   const char *s2, int flag, int64_t *new_id, char *msg, size_t msglen)
 {
     int rc = RK_E_CONFIG;
@@ -543,11 +548,13 @@ static int decide(rk_api *a, int kind, const char *actor, int64_t id, const char
     }
     if (rc && !msg[0])
         snprintf(msg, msglen, "%s", rk_strerror(rc));
+    if (rc == 0) {
+        rk_info("api", "job %lld: %s by %s", (long long)id, action_names[kind], actor);
+        if (kind == D_APPROVE || kind == D_REJECT || kind == D_RETRY)
+            count_transition(a, id);
+    }
     return rc;
 }
-
-static const char *const action_names[] = {"field corrected", "approved", "rejected",
-                                           "retried", "replayed"};
 
 static void h_decide(rk_api *a, int kind, const rk_httpd_req *rq, rk_httpd_resp *rs)
 {
@@ -601,13 +608,8 @@ static void h_decide(rk_api *a, int kind, const rk_httpd_req *rq, rk_httpd_resp 
     }
     char msg[4096];
     int64_t new_id = 0;
-    int rc = decide(a, kind, rq->actor, id, s1, s2, flag, &new_id, msg, sizeof msg);
+    int rc = rk_api_decide(a, kind, rq->actor, id, s1, s2, flag, &new_id, msg, sizeof msg);
     json_decref(body);
-    if (rc == 0) {
-        rk_info("api", "job %lld: %s by %s", (long long)id, action_names[kind], rq->actor);
-        if (kind == D_APPROVE || kind == D_REJECT || kind == D_RETRY)
-            count_transition(a, id);
-    }
     json_t *extra = NULL;
     int ok_status = 200;
     if (rc == 0 && kind == D_REPLAY) {

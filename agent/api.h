@@ -42,6 +42,19 @@ int rk_api_mount(rk_api *a, rk_httpd *h);
 rk_store *rk_api_store(rk_api *a);
 int rk_api_review(rk_api *a, const char *actor, rk_review *out);
 
+/* One decision about job id through the review module (review.h), as
+ * actor: the API's endpoints and the dashboard's forms both come here.
+ * kind is one of RK_DECIDE_*; s1/s2/flag are the action's arguments
+ * (SET: field, value (NULL clears); REJECT: reason; REPLAY: flag =
+ * new_key, *new_id gets the new job).  When the job's definition is not
+ * loaded the job folder is read again and the decision tried once more.
+ * A success is logged (ids and the actor, no values) and counted in the
+ * metrics.  Returns the review module's code with its German sentence in
+ * msg. */
+enum { RK_DECIDE_SET, RK_DECIDE_APPROVE, RK_DECIDE_REJECT, RK_DECIDE_RETRY, RK_DECIDE_REPLAY };
+int rk_api_decide(rk_api *a, int kind, const char *actor, int64_t id, const char *s1,
+                  const char *s2, int flag, int64_t *new_id, char *msg, size_t msglen);
+
 /* "2026-11-26", "2026-11-26T15:42[:01]" (local time; a trailing Z: UTC),
  * "26.11.2026 [15:42]", or an age like "7d" or "36h" (that long before
  * now_ms), into the store's ISO 8601 UTC form.  0 or RK_E_FORMAT. */

@@ -13,6 +13,7 @@
 
 #include <ini.h>
 
+#include "review.h"
 #include "util.h"
 
 typedef struct parse_state {
@@ -621,6 +622,27 @@ static int http_key(parse_state *ps, const char *name, const char *value)
         h->metrics_auth = b;
         return 1;
     }
+    if (strcmp(name, "dashboard") == 0 || strcmp(name, "cookie_secure") == 0) {
+        int b = rk_parse_bool(value);
+        if (b < 0) {
+            snprintf(ps->err, sizeof ps->err, "%s must be true or false, not '%s'", name,
+                     value);
+            return 0;
+        }
+        *(name[0] == 'd' ? &h->dashboard : &h->cookie_secure) = b;
+        return 1;
+    }
+    if (strcmp(name, "session_idle") == 0) {
+        int64_t ms;
+        if (rk_duration_parse(value, &ms) != 0 || ms < 1000 || ms > 7 * 86400000LL) {
+            snprintf(ps->err, sizeof ps->err,
+                     "session_idle must be a duration from 1s to 7d, e.g. 30m or 8h, not '%s'",
+                     value);
+            return 0;
+        }
+        h->session_idle_ms = ms;
+        return 1;
+    }
     snprintf(ps->err, sizeof ps->err, "unknown setting '%s' in section [http]", name);
     return 0;
 }
@@ -790,6 +812,8 @@ int rk_config_load(const char *path, rk_config *c, char *err, size_t errlen)
     c->http.token_file = cfg_path(&ps, "tokens");
     c->http.max_body = 65536;
     c->http.metrics_auth = 1;
+    c->http.dashboard = 1;
+    c->http.session_idle_ms = 30 * 60000;
     c->http.listen_port = RK_HTTP_DEFAULT_PORT;
     c->http.listen_host = strdup("127.0.0.1");
     {

@@ -97,6 +97,9 @@ typedef struct rk_http_config {
     char *token_file;     /* default <config folder>/tokens */
     size_t max_body;      /* request bodies, default 65536 */
     int metrics_auth;     /* /metrics needs a token, default 1 */
+    int dashboard;        /* the review dashboard at / (agent/dash.c), default 1 */
+    int64_t session_idle_ms; /* a dashboard session ends after this idle time, default 30 min */
+    int cookie_secure;    /* the session cookie gets Secure, default 0 */
 } rk_http_config;
 
 typedef struct rk_config {

@@ -34,6 +34,7 @@
 #include <microhttpd.h>
 
 #include "api.h"
+#include "dash.h"
 #include "metrics.h"
 
 typedef struct route {
@@ -158,6 +159,14 @@ static void response_free(rk_httpd_resp *rs)
     }
 }
 
+static int has_header(const rk_httpd_resp *rs, const char *name)
+{
+    for (size_t i = 0; i < rs->n_headers; i++)
+        if (strcasecmp(rs->headers[i][0], name) == 0)
+            return 1;
+    return 0;
+}
+
 /* Queues rs on the connection: MHD takes the body over
  * (MHD_RESPMEM_MUST_FREE: it calls free() when sent) and the rest of rs
  * is freed here. */
@@ -175,10 +184,12 @@ static enum MHD_Result send_response(req_ctx *c, const char *method, rk_httpd_re
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             rs->content_type ? rs->content_type : "application/json");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (!has_header(rs, MHD_HTTP_HEADER_CACHE_CONTROL))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(r, "X-Frame-Options", "DENY");
-    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    if (!has_header(rs, "Referrer-Policy"))
+        MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
     for (size_t i = 0; i < rs->n_headers; i++)
         MHD_add_response_header(r, rs->headers[i][0], rs->headers[i][1]);
     enum MHD_Result ok = MHD_queue_response(c->conn, (unsigned)rs->status, r);
@@ -372,6 +383,85 @@ const char *rk_httpd_query_unknown(const rk_httpd_req *rq, const char *const *al
     unknown_ctx u = {allowed, NULL};
     MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, on_arg, &u);
     return u.found;
+}
+
+/* ---- forms ------------------------------------------------------------------ */
+
+/* The post processor hands a value over in pieces (off > 0 continues the
+ * field before); the pieces are joined and each whole field passed on. */
+typedef struct form_ctx {
+    rk_httpd_form_cb fn;
+    void *arg;
+    char *key;     /* the field being collected, NULL before the first */
+    rk_buf val;
+    int failed;
+} form_ctx;
+
+static void form_flush(form_ctx *f)
+{
+    if (f->key && !f->failed)
+        f->fn(f->arg, f->key, f->val.data ? f->val.data : "", f->val.len);
+    free(f->key);
+    f->key = NULL;
+    f->val.len = 0;
+    if (f->val.data)
+        f->val.data[0] = '\0';
+}
+
+static enum MHD_Result on_form_data(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *filename, const char *content_type,
+                                    const char *transfer_encoding, const char *data,
+                                    uint64_t off, size_t size)
+{
+    (void)kind;
+    (void)filename;
+    (void)content_type;
+    (void)transfer_encoding;
+    form_ctx *f = cls;
+    if (off == 0 || !f->key || strcmp(f->key, key) != 0) {
+        form_flush(f);
+        if (!(f->key = strdup(key))) {
+            f->failed = 1;
+            return MHD_NO;
+        }
+    }
+    if (size && rk_buf_append(&f->val, data, size) != 0) {
+        f->failed = 1;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+int rk_httpd_form(const rk_httpd_req *rq, rk_httpd_form_cb fn, void *arg)
+{
+    req_ctx *c = rq->impl;
+    form_ctx f;
+    memset(&f, 0, sizeof f);
+    f.fn = fn;
+    f.arg = arg;
+    rk_buf_init(&f.val, rq->body_len + 1);
+    struct MHD_PostProcessor *pp = MHD_create_post_processor(c->conn, 1024, on_form_data, &f);
+    if (!pp) {
+        rk_buf_free(&f.val);
+        return RK_E_FORMAT; /* not a form content type */
+    }
+    if (rq->body_len && MHD_post_process(pp, rq->body, rq->body_len) != MHD_YES)
+        f.failed = 1;
+    if (MHD_destroy_post_processor(pp) != MHD_YES)
+        f.failed = 1;
+    form_flush(&f);
+    rk_buf_free(&f.val);
+    return f.failed ? RK_E_FORMAT : 0;
+}
+
+int rk_httpd_token_check(rk_httpd *h, const char *token, char *name, size_t namelen)
+{
+    return rk_tokens_check(h->tokens, token, name, namelen);
+}
+
+int rk_httpd_token_hash_check(rk_httpd *h, const char *hash, char *name, size_t namelen)
+{
+    return rk_tokens_check_hash(h->tokens, hash, name, namelen);
 }
 
 /* ---- authentication ------------------------------------------------------- */
@@ -694,6 +784,7 @@ int rk_httpd_new(uv_loop_t *loop, const rk_httpd_options *o, rk_httpd **out, cha
 typedef struct http_source {
     rk_httpd *h;
     rk_api *api;
+    rk_dash *dash;  /* NULL with dashboard = false */
     void (*done)(void *);
     void *done_arg;
 } http_source;
@@ -709,6 +800,7 @@ static void src_closed(void *p)
     http_source *s = p;
     void (*done)(void *) = s->done;
     void *arg = s->done_arg;
+    rk_dash_free(s->dash);
     rk_api_close(s->api);
     free(s);
     rk_info("http", "closed");
@@ -760,18 +852,25 @@ int rk_httpd_start(rk_engine *e, char *err, size_t errlen)
         return rc;
     }
     rc = rk_api_mount(s->api, s->h);
+    if (!rc && hc->dashboard) {
+        rk_dash_options dopt = {.session_idle_ms = hc->session_idle_ms,
+                                .cookie_secure = hc->cookie_secure};
+        rc = rk_dash_new(s->api, s->h, &dopt, &s->dash);
+    }
     if (rc) {
         snprintf(err, errlen, "[http]: cannot set up the routes: %s", rk_strerror(rc));
         rk_httpd_close(s->h, NULL, NULL);
+        rk_dash_free(s->dash);
         rk_api_close(s->api);
         free(s);
         return rc;
     }
     size_t ntok = rk_tokens_count(s->h->tokens);
-    rk_info("http", "listening on %s%s%s:%d (API /api/v1/, /metrics%s, /healthz, /readyz; "
+    rk_info("http", "listening on %s%s%s:%d (%sAPI /api/v1/, /metrics%s, /healthz, /readyz; "
                     "%zu tokens)",
             hc->listen_ipv6 ? "[" : "", hc->listen_host, hc->listen_ipv6 ? "]" : "",
-            rk_httpd_port(s->h), hc->metrics_auth ? "" : " without token", ntok);
+            rk_httpd_port(s->h), s->dash ? "dashboard /, " : "",
+            hc->metrics_auth ? "" : " without token", ntok);
     rk_engine_add_source(e, &http_source_ops, s);
     return 0;
 }

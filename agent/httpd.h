@@ -112,7 +112,24 @@ const char *rk_httpd_cookie(const rk_httpd_req *rq, const char *name);
  * or NULL when all are known. */
 const char *rk_httpd_query_unknown(const rk_httpd_req *rq, const char *const *allowed);
 
-/* Adds a response header (copied); at most RK_HTTPD_MAX_HEADERS. */
+/* The fields of a form body (application/x-www-form-urlencoded or
+ * multipart/form-data), decoded by libmicrohttpd's post processor: fn
+ * runs once per field, in body order, with the whole value (NUL-terminated,
+ * len bytes; files of a multipart body are passed like fields).  The body
+ * was bounded by max_body before the handler ran.  0, or RK_E_FORMAT when
+ * the body is not a form or cannot be parsed. */
+typedef void (*rk_httpd_form_cb)(void *arg, const char *name, const char *value, size_t len);
+int rk_httpd_form(const rk_httpd_req *rq, rk_httpd_form_cb fn, void *arg);
+
+/* 1 when token is one of the server's bearer tokens (tokens.h), with its
+ * name copied into name; 0 otherwise.  For the dashboard's login form. */
+int rk_httpd_token_check(rk_httpd *h, const char *token, char *name, size_t namelen);
+/* The same for a token's SHA-256 (hex): whether it is still in the file. */
+int rk_httpd_token_hash_check(rk_httpd *h, const char *hash, char *name, size_t namelen);
+
+/* Adds a response header (copied); at most RK_HTTPD_MAX_HEADERS.  A
+ * handler's Cache-Control or Referrer-Policy replaces the server's
+ * default (no-store, no-referrer). */
 void rk_httpd_set_header(rk_httpd_resp *rs, const char *name, const char *value);
 /* Sets status and a JSON body; takes the reference to v. */
 void rk_httpd_json(rk_httpd_resp *rs, int status, json_t *v);

@@ -267,6 +267,10 @@ typedef struct rk_list_filter {
  * "source_ref", "deadline_at" (ISO or null) and "overdue" (bool) per row;
  * rows newest first, read with one statement (never the whole queue). */
 json_t *rk_store_find_json(rk_store *s, const rk_list_filter *f);
+/* The same rows for the dashboard's queue, filtered by state, job,
+ * source, overdue and paging of f plus a free-text term (NULL/"" = none):
+ * the job's number, or a part of its reference or source_ref. */
+json_t *rk_store_search_json(rk_store *s, const rk_list_filter *f, const char *text);
 
 /* The audit trail: events (newest last) with job id, job name, at, actor,
  * from, to, reason; since is ISO 8601 (or NULL), job NULL for all, after_id

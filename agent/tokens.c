@@ -202,11 +202,22 @@ size_t rk_tokens_count(rk_tokens *t)
 
 int rk_tokens_check(rk_tokens *t, const char *token, char *name, size_t namelen)
 {
-    refresh(t);
-    if (!token || !*token)
+    if (!token || !*token) {
+        refresh(t);
         return 0;
+    }
     char hash[65];
     rk_sha256_hex(token, strlen(token), hash);
+    int ok = rk_tokens_check_hash(t, hash, name, namelen);
+    OPENSSL_cleanse(hash, sizeof hash);
+    return ok;
+}
+
+int rk_tokens_check_hash(rk_tokens *t, const char *hash, char *name, size_t namelen)
+{
+    refresh(t);
+    if (!hash || strlen(hash) != 64)
+        return 0;
     /* every entry is compared, whatever matched before: the time taken
      * depends on the number of entries only */
     size_t hit = t->n;

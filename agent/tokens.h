@@ -31,6 +31,10 @@ void rk_tokens_free(rk_tokens *t);
  * constant time, so the answer time does not tell how much matched. */
 int rk_tokens_check(rk_tokens *t, const char *token, char *name, size_t namelen);
 
+/* The same for a token given by its SHA-256 (lowercase hex): whether a
+ * token seen before is still in the file (the dashboard's sessions). */
+int rk_tokens_check_hash(rk_tokens *t, const char *hash, char *name, size_t namelen);
+
 /* Number of usable entries after the last read (for the start-up log). */
 size_t rk_tokens_count(rk_tokens *t);
 

@@ -4,6 +4,10 @@
 # cost nothing extra on a machine that already has them.
 # Extra package names on the command line are added (make check-valgrind
 # passes valgrind).  Runs apt-get as root (or through sudo when available).
+# The browser tests need chromium and node with npm; node is taken from
+# Debian (nodejs, npm) only when no node is installed at all, so a node
+# from another source (e.g. NodeSource's nodejs, which brings its own npm)
+# is left alone.
 set -eu
 
 PKGS="build-essential pkg-config
@@ -12,7 +16,13 @@ libsqlite3-dev sqlite3 zlib1g-dev libjansson-dev libmicrohttpd-dev
 libssl-dev libpq-dev libinih-dev libcmocka-dev
 postgresql python3 python3-pytest python3-jwcrypto
 libsystemd-dev systemd groff-base
+chromium
 $*"
+if ! command -v node >/dev/null 2>&1; then
+    PKGS="$PKGS nodejs npm"
+elif ! command -v npm >/dev/null 2>&1; then
+    PKGS="$PKGS npm"
+fi
 
 missing=""
 for p in $PKGS; do

@@ -290,7 +290,7 @@ def test_unknown_routes_wrong_methods_and_big_bodies(srv):
     fee = s.id["fee"]
     status, _, data = s.d.request("GET", "/api/v1/nothing-here", token=s.anna)
     assert status == 404 and "no such resource" in json.loads(data)["error"]
-    status, _, _ = s.d.request("GET", "/", token=s.anna)
+    status, _, _ = s.d.request("GET", "/nichts/hier", token=s.anna)
     assert status == 404
     status, h, data = s.d.request("GET", f"/api/v1/jobs/{fee}/approve", token=s.anna)
     assert status == 405 and h["allow"] == "POST"

@@ -346,6 +346,38 @@ static void test_inbox_path_required(void **state)
     assert_null(f->cfg.path);
 }
 
+/* The dashboard's keys of [http]: defaults, values, both sides of the
+ * session_idle range, and refusals that name the key. */
+static void test_http_dashboard_keys(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(load(f, "[inbox]\npath = in\n[http]\nlisten = 127.0.0.1:0\n"), 0);
+    assert_int_equal(f->cfg.http.dashboard, 1);
+    assert_int_equal(f->cfg.http.session_idle_ms, 30 * 60000);
+    assert_int_equal(f->cfg.http.cookie_secure, 0);
+    assert_int_equal(load(f, "[inbox]\npath = in\n[http]\ndashboard = false\n"
+                             "session_idle = 8h\ncookie_secure = yes\n"),
+                     0);
+    assert_int_equal(f->cfg.http.enabled, 1);
+    assert_int_equal(f->cfg.http.dashboard, 0);
+    assert_int_equal(f->cfg.http.session_idle_ms, 8 * 3600000);
+    assert_int_equal(f->cfg.http.cookie_secure, 1);
+    assert_int_equal(load(f, "[inbox]\npath = in\n[http]\nsession_idle = 1s\n"), 0);
+    assert_int_equal(f->cfg.http.session_idle_ms, 1000);
+    assert_int_equal(load(f, "[inbox]\npath = in\n[http]\nsession_idle = 7d\n"), 0);
+    assert_int_equal(f->cfg.http.session_idle_ms, 7 * 86400000LL);
+    expect_error(f, "[inbox]\npath = in\n[http]\nsession_idle = 8d\n", 4,
+                 "session_idle must be a duration from 1s to 7d, e.g. 30m or 8h, not '8d'");
+    expect_error(f, "[inbox]\npath = in\n[http]\nsession_idle = 0s\n", 4,
+                 "session_idle must be a duration from 1s to 7d, e.g. 30m or 8h, not '0s'");
+    expect_error(f, "[inbox]\npath = in\n[http]\nsession_idle = 30\n", 4,
+                 "session_idle must be a duration from 1s to 7d, e.g. 30m or 8h, not '30'");
+    expect_error(f, "[inbox]\npath = in\n[http]\ncookie_secure = ja\n", 4,
+                 "cookie_secure must be true or false, not 'ja'");
+    expect_error(f, "[inbox]\npath = in\n[http]\ndashboard = 2\n", 4,
+                 "dashboard must be true or false, not '2'");
+}
+
 static void test_missing_file(void **state)
 {
     fixture *f = *state;
@@ -377,6 +409,7 @@ int main(void)
         T(test_vars_in_order),
         T(test_inbox_path_required),
         T(test_missing_file),
+        T(test_http_dashboard_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
