@@ -465,7 +465,31 @@ int rk_store_commit(rk_store *s)
 int rk_store_rollback(rk_store *s)
 {
     s->in_txn = 0;
+    /* SQLITE_FULL and some I/O errors roll back by themselves: a second
+     * ROLLBACK would only log "no transaction is active" */
+    if (sqlite3_get_autocommit(s->db))
+        return 0;
     return exec(s, "ROLLBACK");
+}
+
+void rk_store_set_busy_timeout(rk_store *s, int ms)
+{
+    sqlite3_busy_timeout(s->db, ms);
+}
+
+/* The last error for an operator: SQLite's message, with the cause named
+ * where it needs a hand (a full disk, a lock held by another process). */
+void rk_store_describe_error(rk_store *s, char *out, size_t n)
+{
+    int code = sqlite3_errcode(s->db) & 0xff;
+    const char *hint = code == SQLITE_FULL ? "SQLITE_FULL: the disk of the database is full "
+                                             "(ENOSPC); free space there"
+                       : code == SQLITE_BUSY || code == SQLITE_LOCKED
+                           ? "SQLITE_BUSY: another process holds a lock on the database"
+                       : code == SQLITE_IOERR ? "SQLITE_IOERR: the disk of the database failed"
+                                              : NULL;
+    snprintf(out, n, "%s%s%s%s", sqlite3_errmsg(s->db), hint ? " (" : "", hint ? hint : "",
+             hint ? ")" : "");
 }
 
 /* Savepoints run once per item of every batch: prepared once, like the
