@@ -532,7 +532,13 @@ static void post_intake(rk_engine *e, witem *w, int committed)
         /* the store could not be written (SQLITE_FULL, SQLITE_BUSY after
          * the busy timeout): transient, so the file is not refused; it
          * stays claimed and is taken in again when the hold ends, without
-         * a restart (a crash meanwhile: recovered at the next start) */
+         * a restart (a crash meanwhile: recovered at the next start).
+         * --once has no timer to end a hold: it leaves the file claimed
+         * for the next run, as before */
+        if (e->once) {
+            witem_free(w);
+            return;
+        }
         witem *again = witem_new(e, W_INTAKE);
         again->claimed_path = w->claimed_path;
         again->name = w->name;
@@ -541,10 +547,6 @@ static void post_intake(rk_engine *e, witem *w, int committed)
         intake_hold(e);
         witem_free(w);
         return;
-    }
-    if (!w->ack && e->intake_hold_ms) {
-        rk_info("intake", "intake resumed: the store can be written again");
-        e->intake_hold_ms = 0;
     }
     if (!w->ack) {
         int rc = rk_inbox_done(e->inbox, w->claimed_path, w->name);
@@ -1257,9 +1259,12 @@ static void flush(rk_engine *e)
         if (txn)
             rk_store_rollback(e->store);
     }
-    if (failed) {
+    if (failed && !e->once) {
         e->resweep = 1;
         intake_hold(e);
+    } else if (!failed && e->intake_hold_ms) {
+        rk_info("intake", "intake resumed: the store can be written again");
+        e->intake_hold_ms = 0;
     }
     witem *w;
     while ((w = q_pop(&batch)) != NULL) {

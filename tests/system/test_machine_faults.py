@@ -298,3 +298,52 @@ def test_sigterm_while_the_target_is_locked_exits_in_bounded_time(tmp_path, daem
     assert d2.stop() == 0
     states = [s for (s,) in rig.q("SELECT state FROM jobs")]
     assert len(rig.target_rows("besucherparkausweis")) == states.count("delivered")
+
+
+def test_disk_full_once_ends_and_leaves_the_files(tmp_path, small_fs):
+    """--once when the disk fills during intake does not wait for space
+    (nothing would end the pause): it ends, the files it could not store stay
+    in the inbox, and the next run with space takes them in."""
+    rig = Rig(tmp_path / "run")
+    rig.db = str(small_fs / "rekey.db")
+    rig.write_config()
+    rig.run_once()  # creates the store
+    filler = fill(small_fs)
+    # leave room to open the store, not for 300 submissions
+    os.truncate(filler, os.path.getsize(filler) - 160 * 1024)
+    data = open(SAMPLES[0], "rb").read()
+    for i in range(300):
+        rig.drop_bytes(f"s{i:03d}.xml", data)
+    t0 = time.monotonic()
+    p = rig.run_once(timeout=60, check=False)
+    assert time.monotonic() - t0 < 45
+    assert "SQLITE_FULL" in p.stderr, p.stderr[-3000:]
+    stored = rig.q("SELECT count(*) FROM submissions")[0][0]
+    assert stored < 300
+    assert len(inbox_files(rig)) == 300 - stored
+    assert not os.path.isdir(rig.error) or os.listdir(rig.error) == []
+    os.unlink(filler)
+    rig.run_once()
+    assert rig.q("SELECT count(*) FROM submissions") == [(300,)]
+    assert inbox_files(rig) == []
+    assert rig.q("SELECT count(*) FROM jobs WHERE state NOT IN ('delivered', 'review')") \
+        == [(0,)]
+    assert rig.q("PRAGMA integrity_check") == [("ok",)]
+
+
+def test_start_on_a_full_disk_says_why(tmp_path, small_fs):
+    """A start with the database's disk already full is refused with the
+    cause named; the inbox is left alone."""
+    rig = Rig(tmp_path / "run")
+    rig.db = str(small_fs / "rekey.db")
+    rig.write_config()
+    rig.run_once()
+    filler = fill(small_fs)
+    rig.drop(SAMPLES[0])
+    p = rig.run_once(timeout=30, check=False)
+    assert p.returncode != 0
+    assert "cannot prepare database" in p.stderr and "is the disk full" in p.stderr, p.stderr
+    assert len(inbox_files(rig)) == 1
+    os.unlink(filler)
+    rig.run_once()
+    assert delivered(rig, 1)
