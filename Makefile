@@ -155,7 +155,7 @@ clean-test-plugins:
 # into build/fuzz/fuzz_NAME and runs each for FUZZ_SECONDS on a copy of its
 # corpus (build/fuzz/corpus-NAME), so new inputs never touch the tree.
 # See tests/fuzz/README.md.
-FUZZ_NAMES    := xmldoc gunzip job map
+FUZZ_NAMES    := xmldoc gunzip job map httpinbox jwe fitconnect
 FUZZ_REPLAYS  := $(addprefix build/fuzz/replay_,$(FUZZ_NAMES))
 FUZZ_SECONDS  ?= 60
 FUZZ_CC       ?= clang
@@ -172,15 +172,21 @@ FUZZ_SRCS_job    := agent/job.c agent/xmldoc.c agent/record.c agent/util.c
 FUZZ_LIBS_job    := $(shell pkg-config --libs libxml-2.0 libcrypto zlib jansson 2>/dev/null) -lpthread -lm
 FUZZ_SRCS_map    := agent/map.c agent/rules.c agent/job.c agent/xmldoc.c agent/record.c agent/util.c
 FUZZ_LIBS_map    := $(FUZZ_LIBS_job)
+FUZZ_SRCS_httpinbox  := agent/inbox_parse.c
+FUZZ_LIBS_httpinbox  := $(shell pkg-config --libs jansson 2>/dev/null)
+FUZZ_SRCS_jwe        := agent/jose.c agent/util.c
+FUZZ_LIBS_jwe        := $(shell pkg-config --libs libcrypto zlib jansson 2>/dev/null)
+FUZZ_SRCS_fitconnect := agent/inbox_parse.c
+FUZZ_LIBS_fitconnect := $(FUZZ_LIBS_httpinbox)
 
 .PHONY: fuzz fuzz-build
 all: $(FUZZ_REPLAYS)
 
-build/fuzz/replay_%: tests/fuzz/fuzz_%.c $(AGENT_LIB) $(wildcard agent/*.h)
+build/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.h $(AGENT_LIB) $(wildcard agent/*.h)
 	@mkdir -p build/fuzz
 	$(CC) $(CFLAGS) -DRK_FUZZ_REPLAY_MAIN -Iagent -o $@ $< $(AGENT_LIB) $(LDFLAGS) $(LDLIBS)
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard agent/*.c) $(wildcard agent/*.h)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.h $(wildcard agent/*.c) $(wildcard agent/*.h)
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { \
 	  echo "make fuzz: '$(FUZZ_CC)' not found; install clang (apt-get install clang) or set FUZZ_CC" >&2; \
 	  exit 1; }

@@ -729,6 +729,10 @@ static int handler(void *user, const char *section, const char *name, const char
             return 0;
         }
         c->sync_normal = strcmp(value, "normal") == 0;
+    } else if (MATCH("rekeyd", "busy_timeout_ms")) {
+        if (!set_int(ps, "busy_timeout_ms", value, 100, 600000, &n))
+            return 0;
+        c->busy_timeout_ms = (int)n;
     } else if (MATCH("rekeyd", "max_document_size")) {
         if (!set_int(ps, "max_document_size", value, 1024, INT32_MAX, &n))
             return 0;
@@ -799,6 +803,7 @@ int rk_config_load(const char *path, rk_config *c, char *err, size_t errlen)
     c->archive_dir = cfg_path(&ps, "archive");
     c->error_dir = cfg_path(&ps, "error");
     c->workers = 4;
+    c->busy_timeout_ms = 10000;
     c->log_level = RK_LOG_LVL_INFO;
     c->max_document = 50u << 20;
     c->inbox.settle_ms = 500;

@@ -111,6 +111,7 @@ typedef struct rk_config {
     int log_level;        /* [rekeyd] log_level, default info */
     int log_format;       /* [rekeyd] log_format = plain|json (RK_LOG_FMT_*), default plain */
     int sync_normal;      /* [rekeyd] sync = full|normal, default full */
+    int busy_timeout_ms;  /* [rekeyd] busy_timeout_ms, default 10000 */
     size_t max_document;  /* [rekeyd] max_document_size, default 50 MiB */
 
     char *inbox_path;     /* [inbox] path (required) */

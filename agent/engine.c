@@ -238,6 +238,11 @@ struct rk_engine {
     size_t inflight;       /* pool work items running */
     size_t max_inflight;
     size_t process_highwater;
+    /* the store could not be written (disk full, locked too long): intake
+     * waits until intake_hold_until, then retries; the wait doubles */
+    int64_t intake_hold_until, intake_hold_ms;
+    char store_err[160];
+    int resweep;              /* a result was not recorded: sweep again after the hold */
 
     int stopping;
     int finished;
@@ -490,6 +495,22 @@ static int commit_intake(rk_engine *e, witem *w)
     return rc;
 }
 
+/* Pauses intake after a failed store write, for 0.5 s doubling up to
+ * 10 s, with one log line naming the cause each time. */
+static void intake_hold(rk_engine *e)
+{
+    int64_t now = rk_now_ms();
+    if (e->intake_hold_until > now)
+        return; /* this batch already set the hold */
+    e->intake_hold_ms = e->intake_hold_ms ? e->intake_hold_ms * 2 : 500;
+    if (e->intake_hold_ms > 10000)
+        e->intake_hold_ms = 10000;
+    e->intake_hold_until = now + e->intake_hold_ms;
+    rk_error("intake", "intake paused: the store cannot be written: %s; files stay claimed "
+                       "in the inbox and are taken in again in %lld ms",
+             e->store_err[0] ? e->store_err : "unknown error", (long long)e->intake_hold_ms);
+}
+
 static void post_intake(rk_engine *e, witem *w, int committed)
 {
     if (w->ack) {
@@ -508,7 +529,23 @@ static void post_intake(rk_engine *e, witem *w, int committed)
         witem_free(w);
         return;
     } else if (!committed) {
-        witem_free(w); /* stays claimed; recovered on the next start */
+        /* the store could not be written (SQLITE_FULL, SQLITE_BUSY after
+         * the busy timeout): transient, so the file is not refused; it
+         * stays claimed and is taken in again when the hold ends, without
+         * a restart (a crash meanwhile: recovered at the next start).
+         * --once has no timer to end a hold: it leaves the file claimed
+         * for the next run, as before */
+        if (e->once) {
+            witem_free(w);
+            return;
+        }
+        witem *again = witem_new(e, W_INTAKE);
+        again->claimed_path = w->claimed_path;
+        again->name = w->name;
+        w->claimed_path = w->name = NULL;
+        q_push(&e->intake_wait, again);
+        intake_hold(e);
+        witem_free(w);
         return;
     }
     if (!w->ack) {
@@ -1134,8 +1171,11 @@ static void on_watch(uv_timer_t *t)
     if (e->stopping)
         return;
     int64_t dv = rk_store_data_version(e->store);
-    if (dv != e->data_version) {
+    /* resweep: results that could not be recorded (disk full, locked) left
+     * their jobs received or ready; take them up again once the hold ends */
+    if (dv != e->data_version || (e->resweep && rk_now_ms() >= e->intake_hold_until)) {
         e->data_version = dv;
+        e->resweep = 0;
         load_pauses(e);
         static const char *const st[] = {RK_ST_RECEIVED, RK_ST_READY, RK_ST_RETRY_WAIT, NULL};
         rk_store_pending(e->store, st, 0, on_sweep_row, e);
@@ -1144,6 +1184,8 @@ static void on_watch(uv_timer_t *t)
     }
     pump_notices(e);
     int64_t now = rk_now_ms();
+    if (e->intake_wait.head && e->intake_hold_until && now >= e->intake_hold_until)
+        pump(e); /* an intake hold ended */
     if (now - e->last_overdue_ms >= 60000) {
         e->last_overdue_ms = now;
         rk_store_overdue_sweep(e->store, now, on_overdue, e);
@@ -1181,9 +1223,15 @@ static void flush(rk_engine *e)
         return;
     wqueue batch = e->commitq;
     memset(&e->commitq, 0, sizeof e->commitq);
-    int txn = rk_store_begin(e->store) == 0;
+    int txn = rk_store_begin(e->store) == 0, failed = 0;
+    if (!txn) /* locked or full: writing item by item would commit each alone */
+        rk_store_describe_error(e->store, e->store_err, sizeof e->store_err);
     for (witem *w = batch.head; w; w = w->next) {
         int rc;
+        if (!txn) {
+            w->phase |= 0x100;
+            continue;
+        }
         /* each item is atomic within the batch: a failing one leaves no
          * half of its writes behind and does not undo the others */
         rk_store_savepoint(e->store);
@@ -1194,18 +1242,29 @@ static void flush(rk_engine *e)
         }
         rk_store_savepoint_end(e->store, rc == 0);
         if (rc && !(w->kind == W_INTAKE && w->rc)) {
+            rk_store_describe_error(e->store, e->store_err, sizeof e->store_err);
             rk_error("engine", "job %lld: could not record the result: %s",
-                     (long long)w->job_id, rk_strerror(rc));
+                     (long long)w->job_id, e->store_err);
             w->rc = w->rc ? w->rc : rc;
             w->phase |= 0x100; /* mark: not committed */
+            failed = 1;
         }
     }
     int ok = txn && rk_store_commit(e->store) == 0;
     if (!ok) {
-        rk_error("engine", "commit of %zu results failed: %s", batch.n,
-                 rk_store_errmsg(e->store));
+        if (txn)
+            rk_store_describe_error(e->store, e->store_err, sizeof e->store_err);
+        rk_error("engine", "commit of %zu results failed: %s", batch.n, e->store_err);
+        failed = 1;
         if (txn)
             rk_store_rollback(e->store);
+    }
+    if (failed && !e->once) {
+        e->resweep = 1;
+        intake_hold(e);
+    } else if (!failed && e->intake_hold_ms) {
+        rk_info("intake", "intake resumed: the store can be written again");
+        e->intake_hold_ms = 0;
     }
     witem *w;
     while ((w = q_pop(&batch)) != NULL) {
@@ -1254,7 +1313,7 @@ static void pump(rk_engine *e)
         uv_queue_work(e->loop, &w->req, process_work, after_pool);
     }
     while (e->inflight < e->max_inflight && e->intake_wait.head &&
-           e->process_wait.n < e->process_highwater) {
+           e->process_wait.n < e->process_highwater && rk_now_ms() >= e->intake_hold_until) {
         witem *w = q_pop(&e->intake_wait);
         e->inflight++;
         uv_queue_work(e->loop, &w->req, intake_work, after_pool);
@@ -1630,6 +1689,8 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
     if (rk_registry_count(e->reg) == 0)
         rk_warn("jobs", "no job loaded from %s: every submission will fail with "
                         "KEIN_VERFAHREN", cfg->jobs_dir);
+    if (cfg->busy_timeout_ms > 0) /* 0: a config built in code; store's default */
+        rk_store_set_busy_timeout(e->store, cfg->busy_timeout_ms);
     uv_check_init(loop, &e->check);
     e->check.data = e;
     uv_check_start(&e->check, on_check);

@@ -49,6 +49,7 @@
 
 #include <jansson.h>
 
+#include "inbox_parse.h"
 #include "jose.h"
 #include "util.h"
 
@@ -173,29 +174,7 @@ static void secret_free(char *p)
     }
 }
 
-static int is_uuid(const char *v)
-{
-    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-    for (size_t i = 0; i < sizeof shape - 1; i++) {
-        char ch = v[i];
-        if (shape[i] == '-' ? ch != '-'
-                            : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
-                                (ch >= 'A' && ch <= 'F')))
-            return 0;
-    }
-    return v[sizeof shape - 1] == '\0';
-}
-
-/* A JSON string member that is a UUID, copied into out; 0 when it is. */
-static int uuid_member(json_t *obj, const char *key, char *out)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!json_is_string(v) || json_string_length(v) != UUID_LEN ||
-        !is_uuid(json_string_value(v)))
-        return -1;
-    memcpy(out, json_string_value(v), UUID_LEN + 1);
-    return 0;
-}
+#define is_uuid rk__fc_is_uuid
 
 static unsigned hash_id(const char *id)
 {
@@ -562,18 +541,7 @@ static void on_token(void *arg, rk_http_response *r)
             fail_cycle(s, O_TRANSIENT, r->retry_after_ms);
         } else {
             char code[64] = "";
-            json_t *root = r->body ? json_loads(r->body, 0, NULL) : NULL;
-            json_t *ec = root ? json_object_get(root, "error") : NULL;
-            if (json_is_string(ec)) {
-                const char *v = json_string_value(ec);
-                size_t i = 0;
-                for (; v[i] && i < sizeof code - 1 &&
-                       ((v[i] >= 'a' && v[i] <= 'z') || v[i] == '_');
-                     i++)
-                    code[i] = v[i];
-                code[i] = '\0';
-            }
-            json_decref(root);
+            rk__oauth_error_code(r->body, r->body ? strlen(r->body) : 0, code, sizeof code);
             rk_error(s->source, "token request refused (%s%s%s): check client_id, "
                                 "client_secret and token_auth",
                      what, code[0] ? ", error " : "", code);
@@ -583,36 +551,19 @@ static void on_token(void *arg, rk_http_response *r)
         pump(s);
         return;
     }
-    json_t *root = json_loadb(r->body, r->len, 0, NULL);
-    json_t *at = root ? json_object_get(root, "access_token") : NULL;
-    json_t *exp = root ? json_object_get(root, "expires_in") : NULL;
     char *token = NULL;
-    if (json_is_string(at) && json_string_length(at) > 0 &&
-        strlen(json_string_value(at)) == json_string_length(at)) {
-        token = strdup(json_string_value(at));
-        for (char *p = token; p && *p; p++)
-            if ((unsigned char)*p < 0x21 || *p == 0x7f) {
-                secret_free(token);
-                token = NULL;
-                break;
-            }
-    }
-    if (!token) {
+    int64_t life = 0;
+    if (rk__oauth_token_parse(r->body, r->len, 0, &token, &life) != 0) {
         rk_error(s->source, "the token endpoint answered without a usable access_token");
-        json_decref(root);
         fail_cycle(s, O_PERMANENT, -1);
         maybe_end(s);
         return;
     }
-    int64_t life = json_is_integer(exp) && json_integer_value(exp) > 0
-                       ? (int64_t)json_integer_value(exp) * 1000
-                       : 3600000;
     /* renew a fifth of the lifetime (at most a minute) before it ends */
     int64_t margin = life / 5 < 60000 ? life / 5 : 60000;
     secret_free(s->token);
     s->token = token;
     s->token_refresh_ms = rk_now_ms() + life - margin;
-    json_decref(root);
     rk_info(s->source, "got an access token, valid for %lld s", (long long)(life / 1000));
     pump(s);
 }
@@ -694,62 +645,48 @@ static void queue_unlisted(rk_fitconnect *s)
             }
 }
 
-/* Takes the ids of one list page; returns the number of items, or -1. */
-static long take_page(rk_fitconnect *s, json_t *root, long *total, char *why, size_t whylen)
+/* Takes one item of a list page into the cycle (rk__fc_item_cb): 0 to go
+ * on, 1 when the poll has all it takes, -ENOMEM. */
+static int take_item(void *arg, size_t i, int status, const char *id, const char *case_id)
 {
-    json_t *items = json_object_get(root, "submissions");
-    if (!json_is_array(items)) {
-        snprintf(why, whylen, "no array 'submissions'");
-        return -1;
+    rk_fitconnect *s = arg;
+    if (status == RK__FC_ITEM_NO_ID) {
+        rk_warn(s->source, "list item %zu has no usable submissionId; skipped", i);
+        return 0;
     }
-    json_t *tc = json_object_get(root, "totalCount");
-    *total = json_is_integer(tc) ? (long)json_integer_value(tc) : -1;
-    size_t i;
-    json_t *it;
-    int64_t now = rk_now_ms();
-    json_array_foreach(items, i, it) {
-        char id[UUID_LEN + 1];
-        if (!json_is_object(it) || uuid_member(it, "submissionId", id)) {
-            rk_warn(s->source, "list item %zu has no usable submissionId; skipped", i);
-            continue;
-        }
-        json_t *dest = json_object_get(it, "destinationId");
-        if (json_is_string(dest) && strcasecmp(json_string_value(dest), s->cfg->destination_id)) {
-            rk_warn(s->source, "submission %s is listed for another destination; skipped", id);
-            continue;
-        }
-        entry *e = entry_get(s, id, 1);
-        if (!e) {
-            snprintf(why, whylen, "out of memory");
-            return -1;
-        }
-        if (e->gen == s->gen) {
-            rk_debug(s->source, "submission %s listed twice; taken once", id);
-            continue;
-        }
-        e->gen = s->gen;
-        e->missed = 0;
-        if (!e->case_id[0])
-            uuid_member(it, "caseId", e->case_id);
-        if (e->known == K_DONE || e->work != W_NONE || e->in_evq)
-            continue; /* done, or being handled */
-        if (sendable(e)) {
-            if (now >= e->retry_at)
-                event_push(s, e); /* e.g. a reviewer's reject after a restart */
-            continue;
-        }
-        if (e->known == K_STORED || (e->event == EV_REJECT && !e->notice_id))
-            continue; /* waits for its outcome, or for its reject to go out */
-        if (e->known == K_BAD && now < e->retry_at)
-            continue;
-        if (s->queued >= MAX_IDS_PER_POLL) {
-            s->more = 1;
-            break;
-        }
-        queue_push(s, e);
-        s->queued++;
+    if (status == RK__FC_ITEM_OTHER_DEST) {
+        rk_warn(s->source, "submission %s is listed for another destination; skipped", id);
+        return 0;
     }
-    return (long)json_array_size(items);
+    entry *e = entry_get(s, id, 1);
+    if (!e)
+        return -ENOMEM;
+    if (e->gen == s->gen) {
+        rk_debug(s->source, "submission %s listed twice; taken once", id);
+        return 0;
+    }
+    e->gen = s->gen;
+    e->missed = 0;
+    if (!e->case_id[0] && case_id[0])
+        memcpy(e->case_id, case_id, UUID_LEN + 1);
+    if (e->known == K_DONE || e->work != W_NONE || e->in_evq)
+        return 0; /* done, or being handled */
+    if (sendable(e)) {
+        if (rk_now_ms() >= e->retry_at)
+            event_push(s, e); /* e.g. a reviewer's reject after a restart */
+        return 0;
+    }
+    if (e->known == K_STORED || (e->event == EV_REJECT && !e->notice_id))
+        return 0; /* waits for its outcome, or for its reject to go out */
+    if (e->known == K_BAD && rk_now_ms() < e->retry_at)
+        return 0;
+    if (s->queued >= MAX_IDS_PER_POLL) {
+        s->more = 1;
+        return 1;
+    }
+    queue_push(s, e);
+    s->queued++;
+    return 0;
 }
 
 static char *list_url(rk_fitconnect *s)
@@ -780,17 +717,10 @@ static void on_list(void *arg, rk_http_response *r)
         maybe_end(s);
         return;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(r->body, r->len, 0, &jerr);
     char why[256] = "";
-    long total = -1, n = -1;
-    if (!root)
-        snprintf(why, sizeof why, "not JSON (line %d: %s)", jerr.line, jerr.text);
-    else if (!json_is_object(root))
-        snprintf(why, sizeof why, "not a JSON object");
-    else
-        n = take_page(s, root, &total, why, sizeof why);
-    json_decref(root);
+    long total = -1;
+    long n = rk__fc_list_parse(r->body, r->len, s->cfg->destination_id, take_item, s, &total,
+                               why, sizeof why);
     if (n < 0) {
         rk_error(s->source, "list answer is unusable: %s", why);
         fail_cycle(s, O_PERMANENT, -1);
@@ -851,60 +781,28 @@ static void on_fetch(void *arg, rk_http_response *r)
         snprintf(why, sizeof why, "fetch failed (%s)", what);
         set_aside(e, why);
     } else {
-        json_t *root = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, NULL);
-        json_t *meta = root ? json_object_get(root, "encryptedMetadata") : NULL;
-        json_t *data = root ? json_object_get(root, "encryptedData") : NULL;
-        json_t *atts = root ? json_object_get(root, "attachments") : NULL;
-        json_t *dest = root ? json_object_get(root, "destinationId") : NULL;
-        char sid[UUID_LEN + 1] = "", cid[UUID_LEN + 1] = "";
-        if (!json_is_object(root))
-            snprintf(why, sizeof why, "the answer is not a JSON object");
-        else if (uuid_member(root, "submissionId", sid) || strcasecmp(sid, e->id))
-            snprintf(why, sizeof why, "the answer names another submissionId");
-        else if (!json_is_string(dest) ||
-                 strcasecmp(json_string_value(dest), s->cfg->destination_id))
-            snprintf(why, sizeof why, "the answer names another destinationId");
-        else if (uuid_member(root, "caseId", cid))
-            snprintf(why, sizeof why, "the answer has no caseId");
-        else if (!json_is_string(meta))
-            snprintf(why, sizeof why, "the answer has no encryptedMetadata");
-        else if (data && !json_is_null(data) && !json_is_string(data))
-            snprintf(why, sizeof why, "encryptedData is not a string");
-        else if (atts && !json_is_null(atts) && !json_is_array(atts))
-            snprintf(why, sizeof why, "attachments is not an array");
-        else if (json_array_size(atts) > (size_t)s->cfg->max_attachments)
-            snprintf(why, sizeof why, "%zu attachments, more than max_attachments (%d)",
-                     json_array_size(atts), s->cfg->max_attachments);
-        if (!why[0]) {
-            size_t n = json_array_size(atts);
-            att *a = n ? calloc(n, sizeof *a) : NULL;
-            if (n && !a)
+        rk__fc_submission sub;
+        if (rk__fc_submission_parse(r->body, r->len, e->id, s->cfg->destination_id,
+                                    s->cfg->max_attachments, &sub, why, sizeof why) == 0) {
+            att *a = sub.n_att ? calloc(sub.n_att, sizeof *a) : NULL;
+            if (sub.n_att && !a) {
                 snprintf(why, sizeof why, "out of memory");
-            for (size_t i = 0; !why[0] && i < n; i++) {
-                json_t *v = json_array_get(atts, i);
-                if (!json_is_string(v) || json_string_length(v) != UUID_LEN ||
-                    !is_uuid(json_string_value(v)))
-                    snprintf(why, sizeof why, "attachment %zu has no usable id", i);
-                else
-                    memcpy(a[i].id, json_string_value(v), UUID_LEN + 1);
-            }
-            if (!why[0]) {
+            } else {
+                for (size_t i = 0; i < sub.n_att; i++)
+                    memcpy(a[i].id, sub.att_ids[i], UUID_LEN + 1);
                 parts_free(e);
                 free(e->att);
                 e->have_tags = 0; /* until these parts are verified */
                 e->att = a;
-                e->n_att = n;
+                e->n_att = sub.n_att;
                 e->att_next = 0;
-                memcpy(e->case_id, cid, UUID_LEN + 1);
-                e->meta_jwe = strdup(json_string_value(meta));
-                e->data_jwe = json_is_string(data) ? strdup(json_string_value(data)) : NULL;
-                if (!e->meta_jwe || (json_is_string(data) && !e->data_jwe))
-                    snprintf(why, sizeof why, "out of memory");
-            } else {
-                free(a);
+                memcpy(e->case_id, sub.case_id, UUID_LEN + 1);
+                e->meta_jwe = sub.meta_jwe; /* taken over */
+                e->data_jwe = sub.data_jwe;
+                sub.meta_jwe = sub.data_jwe = NULL;
             }
+            rk__fc_submission_free(&sub);
         }
-        json_decref(root);
         if (why[0])
             set_aside(e, why);
         else if (e->n_att)
@@ -1041,42 +939,9 @@ static void problem(verify *v, const char *type, const char *title, const char *
                                                  "instance", instance));
 }
 
-/* {"type": "sha512", "content": 128 hex digits}; the hex or NULL. */
-static const char *sha512_of(json_t *hash)
-{
-    json_t *t = json_object_get(hash, "type"), *c = json_object_get(hash, "content");
-    if (!json_is_string(t) || strcmp(json_string_value(t), "sha512") != 0 ||
-        !json_is_string(c) || json_string_length(c) != 128)
-        return NULL;
-    const char *h = json_string_value(c);
-    for (size_t i = 0; i < 128; i++)
-        if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f') ||
-              (h[i] >= 'A' && h[i] <= 'F')))
-            return NULL;
-    return h;
-}
-
-static const char *str_member(json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_string(v) && json_string_length(v) > 0 &&
-                   strlen(json_string_value(v)) == json_string_length(v)
-               ? json_string_value(v)
-               : NULL;
-}
-
-/* The metadata's description of attachment id, or NULL. */
-static json_t *meta_attachment(json_t *list, const char *id)
-{
-    size_t i;
-    json_t *it;
-    json_array_foreach(list, i, it) {
-        const char *aid = str_member(it, "attachmentId");
-        if (aid && strcasecmp(aid, id) == 0)
-            return it;
-    }
-    return NULL;
-}
+#define sha512_of rk__fc_sha512_of
+#define str_member rk__fc_str_member
+#define meta_attachment rk__fc_meta_attachment
 
 /* Runs on the pool: decrypts metadata, data and attachments, checks the
  * metadata's structure and every SHA-512 it declares, and collects every
@@ -1115,32 +980,9 @@ static void verify_work(uv_work_t *req)
                 "Der Metadatensatz ist kein valides JSON-Objekt.");
         return;
     }
-    /* contentStructure: {data: {hash, submissionSchema: {mimeType}},
-     * attachments: [{attachmentId, hash, mimeType, filename?}]} */
-    json_t *cs = json_object_get(meta, "contentStructure");
-    json_t *d = json_object_get(cs, "data");
-    json_t *alist = json_object_get(cs, "attachments");
-    const char *bad = !json_is_object(cs) ? "contentStructure fehlt"
-                      : d && !json_is_object(d) ? "contentStructure.data ist kein Objekt"
-                      : d && !sha512_of(json_object_get(d, "hash"))
-                          ? "contentStructure.data.hash ist kein SHA-512-Hashwert"
-                      : d && !str_member(json_object_get(d, "submissionSchema"), "mimeType")
-                          ? "contentStructure.data.submissionSchema.mimeType fehlt"
-                      : alist && !json_is_array(alist)
-                          ? "contentStructure.attachments ist keine Liste"
-                          : NULL;
-    size_t i;
-    json_t *it;
-    json_array_foreach(alist, i, it) {
-        if (bad)
-            break;
-        const char *aid = str_member(it, "attachmentId");
-        if (!aid || !is_uuid(aid) || !sha512_of(json_object_get(it, "hash")) ||
-            !str_member(it, "mimeType"))
-            bad = "eine Anlage in contentStructure.attachments ist unvollständig";
-        else if (meta_attachment(alist, aid) != it)
-            bad = "eine Anlage steht zweimal in contentStructure.attachments";
-    }
+    json_t *d = json_object_get(json_object_get(meta, "contentStructure"), "data");
+    json_t *alist = json_object_get(json_object_get(meta, "contentStructure"), "attachments");
+    const char *bad = rk__fc_meta_check(meta);
     if (bad) {
         problem(v, "schema-violation", "Schema-Fehler", "metadata",
                 "Der Metadatensatz ist nicht schema-valide: %s.", bad);

@@ -35,12 +35,13 @@
 
 #include <jansson.h>
 
+#include "inbox_parse.h"
 #include "metrics.h"
 #include "util.h"
 
 #define MAX_IDS_PER_POLL 10000 /* ids taken from one listing; more: next poll at once */
 #define MAX_PAGES 1000
-#define MAX_ID_LEN 200
+#define MAX_ID_LEN RK__HTTP_MAX_ID_LEN
 #define MAX_RETRY_AFTER_MS 3600000LL
 #define N_BUCKETS 1024
 
@@ -255,48 +256,6 @@ static char *expand(const char *tmpl, const char *id)
         return NULL;
     }
     return rk_buf_take(&b);
-}
-
-/* The member at a dotted path ("data.items"); "" or "." is the root. */
-static json_t *jpath(json_t *root, const char *path)
-{
-    if (!path || !*path || strcmp(path, ".") == 0)
-        return root;
-    json_t *cur = root;
-    const char *p = path;
-    while (cur && *p) {
-        const char *dot = strchr(p, '.');
-        size_t len = dot ? (size_t)(dot - p) : strlen(p);
-        if (!json_is_object(cur) || len == 0 || len > 255)
-            return NULL;
-        char key[256];
-        memcpy(key, p, len);
-        key[len] = '\0';
-        cur = json_object_get(cur, key);
-        p = dot ? dot + 1 : p + len;
-    }
-    return cur;
-}
-
-/* A string or integer as an id or cursor into out; 0 when usable. */
-static int scalar_text(json_t *v, char *out, size_t n)
-{
-    if (json_is_string(v)) {
-        const char *t = json_string_value(v);
-        size_t len = json_string_length(v);
-        if (len == 0 || len >= n || strlen(t) != len)
-            return -1;
-        for (size_t i = 0; i < len; i++)
-            if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f)
-                return -1;
-        memcpy(out, t, len + 1);
-        return 0;
-    }
-    if (json_is_integer(v)) {
-        snprintf(out, n, "%lld", (long long)json_integer_value(v));
-        return 0;
-    }
-    return -1;
 }
 
 /* scheme://host:port of a URL, to keep paging on the configured server. */
@@ -537,7 +496,6 @@ static void on_token(void *arg, rk_http_response *r)
     rk_http_inbox *s = arg;
     s->token_req = NULL;
     int cls = classify(r);
-    json_t *root = NULL;
     if (cls != C_OK) {
         char what[CURL_ERROR_SIZE + 80];
         describe(r, what, sizeof what);
@@ -547,62 +505,28 @@ static void on_token(void *arg, rk_http_response *r)
         } else {
             /* the OAuth2 error code is a registered word, safe to log */
             char code[64] = "";
-            root = r->body ? json_loads(r->body, 0, NULL) : NULL;
-            json_t *ec = root ? json_object_get(root, "error") : NULL;
-            if (json_is_string(ec)) {
-                const char *v = json_string_value(ec);
-                size_t i = 0;
-                for (; v[i] && i < sizeof code - 1; i++) {
-                    char ch = v[i];
-                    if (!((ch >= 'a' && ch <= 'z') || ch == '_'))
-                        break;
-                    code[i] = ch;
-                }
-                code[i] = '\0';
-            }
+            rk__oauth_error_code(r->body, r->body ? strlen(r->body) : 0, code, sizeof code);
             rk_error(s->source, "token request refused by %s (%s%s%s): %s", s->token_log,
                      what, code[0] ? ", error " : "", code,
                      cls == C_SETUP ? hint(cls) : "check client_id and client_secret");
             fail_cycle(s, O_PERMANENT, r->retry_after_ms);
         }
-        json_decref(root);
         maybe_end(s);
         return;
     }
-    json_error_t jerr;
-    root = json_loadb(r->body, r->len, 0, &jerr);
-    json_t *at = root ? json_object_get(root, "access_token") : NULL;
-    json_t *exp = root ? json_object_get(root, "expires_in") : NULL;
-    json_t *type = root ? json_object_get(root, "token_type") : NULL;
     char *token = NULL;
-    if (json_is_string(at) && json_string_length(at) > 0 &&
-        strlen(json_string_value(at)) == json_string_length(at)) {
-        token = strdup(json_string_value(at));
-        for (char *p = token; p && *p; p++)
-            if ((unsigned char)*p < 0x21 || *p == 0x7f) {
-                secret_free(token);
-                token = NULL;
-                break;
-            }
-    }
-    if (!token || (type && (!json_is_string(type) ||
-                            strcasecmp(json_string_value(type), "bearer") != 0))) {
+    int64_t life = 0;
+    if (rk__oauth_token_parse(r->body, r->len, 1, &token, &life) != 0) {
         rk_error(s->source, "the token endpoint answered without a usable bearer access_token");
-        secret_free(token);
-        json_decref(root);
         fail_cycle(s, O_PERMANENT, -1);
         maybe_end(s);
         return;
     }
-    int64_t life = json_is_integer(exp) && json_integer_value(exp) > 0
-                       ? (int64_t)json_integer_value(exp) * 1000
-                       : 3600000;
     /* renew a fifth of the lifetime (at most a minute) before it ends */
     int64_t margin = life / 5 < 60000 ? life / 5 : 60000;
     secret_free(s->token);
     s->token = token;
     s->token_refresh_ms = rk_now_ms() + life - margin;
-    json_decref(root);
     rk_info(s->source, "got an access token, valid for %lld s", (long long)(life / 1000));
     pump(s);
 }
@@ -673,46 +597,34 @@ static void drop_token(rk_http_inbox *s)
 
 /* ---- listing ----------------------------------------------------------- */
 
-/* Takes the ids of one list page into the cycle.  0, or -1 with a reason. */
-static int take_page(rk_http_inbox *s, json_t *root, char *why, size_t whylen)
+/* Takes one id of a list page into the cycle (rk__list_id_cb): 0 to go
+ * on, 1 when the poll has all it takes, -ENOMEM. */
+static int take_id(void *arg, size_t i, const char *id)
 {
-    const rk_http_inbox_config *c = s->cfg;
-    json_t *items = jpath(root, c->list_items);
-    if (!json_is_array(items)) {
-        snprintf(why, whylen, "no array at list_items '%s'", c->list_items);
-        return -1;
+    rk_http_inbox *s = arg;
+    if (!id) {
+        rk_warn(s->source, "list item %zu has no usable id (member '%s'); skipped", i,
+                s->cfg->list_id);
+        return 0;
     }
-    size_t i;
-    json_t *it;
-    json_array_foreach(items, i, it) {
-        char id[MAX_ID_LEN + 1];
-        json_t *v = json_is_object(it) ? json_object_get(it, c->list_id) : it;
-        if (scalar_text(v, id, sizeof id)) {
-            rk_warn(s->source, "list item %zu has no usable id (member '%s'); skipped", i,
-                    c->list_id);
-            continue;
-        }
-        entry *e = entry_get(s, id, 1);
-        if (!e) {
-            snprintf(why, whylen, "out of memory");
-            return -1;
-        }
-        if (e->gen == s->gen) {
-            rk_debug(s->source, "submission %s listed twice; taken once", id);
-            continue;
-        }
-        e->gen = s->gen;
-        if (e->known == K_ACKED)
-            continue;
-        if (e->known == K_BAD && rk_now_ms() < e->retry_at)
-            continue;
-        if (s->queued >= MAX_IDS_PER_POLL) {
-            s->more = 1; /* the rest is taken by the next poll, at once */
-            break;
-        }
-        queue_push(s, e, 0);
-        s->queued++;
+    entry *e = entry_get(s, id, 1);
+    if (!e)
+        return -ENOMEM;
+    if (e->gen == s->gen) {
+        rk_debug(s->source, "submission %s listed twice; taken once", id);
+        return 0;
     }
+    e->gen = s->gen;
+    if (e->known == K_ACKED)
+        return 0;
+    if (e->known == K_BAD && rk_now_ms() < e->retry_at)
+        return 0;
+    if (s->queued >= MAX_IDS_PER_POLL) {
+        s->more = 1; /* the rest is taken by the next poll, at once */
+        return 1;
+    }
+    queue_push(s, e, 0);
+    s->queued++;
     return 0;
 }
 
@@ -742,40 +654,26 @@ static void on_list(void *arg, rk_http_response *r)
         maybe_end(s);
         return;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(r->body, r->len, 0, &jerr);
-    char why[256] = "";
-    if (!root)
-        snprintf(why, sizeof why, "not JSON (line %d: %s)", jerr.line, jerr.text);
-    if (root && take_page(s, root, why, sizeof why) != 0) {
-        json_decref(root);
-        root = NULL;
-    }
-    if (!root) {
+    char why[256] = "", cursor[2048];
+    int prc = rk__http_list_parse(r->body, r->len, s->cfg->list_items, s->cfg->list_id,
+                                  s->cfg->list_next, take_id, s, cursor, sizeof cursor, why,
+                                  sizeof why);
+    if (prc == RK__LIST_UNUSABLE) {
         rk_error(s->source, "list answer from %s is unusable: %s", s->list_log, why);
         fail_cycle(s, O_PERMANENT, -1);
         maybe_end(s);
         return;
     }
     s->pages++;
-    char cursor[2048];
-    json_t *nx = jpath(root, s->cfg->list_next);
     char *next = NULL;
-    if (nx && !json_is_null(nx) && !(json_is_string(nx) && json_string_length(nx) == 0)) {
-        if (scalar_text(nx, cursor, sizeof cursor) == 0)
-            next = next_url(s, cursor, why, sizeof why);
-        else
-            snprintf(why, sizeof why, "list_next '%s' is not a string or number",
-                     s->cfg->list_next);
-        if (!next) {
-            rk_error(s->source, "paging stops: %s", why);
-            json_decref(root);
-            fail_cycle(s, O_PERMANENT, -1);
-            maybe_end(s);
-            return;
-        }
+    if (prc == 0 && cursor[0])
+        next = next_url(s, cursor, why, sizeof why);
+    if (prc != 0 || (cursor[0] && !next)) {
+        rk_error(s->source, "paging stops: %s", why);
+        fail_cycle(s, O_PERMANENT, -1);
+        maybe_end(s);
+        return;
     }
-    json_decref(root);
     if (next && strcmp(next, s->page_url) == 0) {
         rk_warn(s->source, "the list answered its own page as the next one; paging stops");
         free(next);

@@ -366,6 +366,8 @@ fail:
 int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t errlen)
 {
     *out = NULL;
+    if (errlen)
+        err[0] = '\0'; /* the failure path below reports only when nothing else did */
     int ro = flags & RK_STORE_READONLY;
     if (ro && access(path, R_OK) != 0) {
         snprintf(err, errlen, "cannot open database %s: %s (is --db right?)", path,
@@ -404,9 +406,11 @@ int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t
                                                           : "PRAGMA synchronous=FULL";
         if (exec(s, "PRAGMA journal_mode=WAL") || exec(s, sync) ||
             exec(s, "PRAGMA foreign_keys=ON") || migrate(s, err, errlen)) {
-            if (!*err)
-                snprintf(err, errlen, "cannot prepare database %s: %s", path,
-                         sqlite3_errmsg(s->db));
+            if (!*err) {
+                char why[300];
+                rk_store_describe_error(s, why, sizeof why);
+                snprintf(err, errlen, "cannot prepare database %s: %s", path, why);
+            }
             rk_store_close(s);
             return RK_E_DB;
         }
@@ -465,7 +469,33 @@ int rk_store_commit(rk_store *s)
 int rk_store_rollback(rk_store *s)
 {
     s->in_txn = 0;
+    /* SQLITE_FULL and some I/O errors roll back by themselves: a second
+     * ROLLBACK would only log "no transaction is active" */
+    if (sqlite3_get_autocommit(s->db))
+        return 0;
     return exec(s, "ROLLBACK");
+}
+
+void rk_store_set_busy_timeout(rk_store *s, int ms)
+{
+    sqlite3_busy_timeout(s->db, ms);
+}
+
+/* The last error for an operator: SQLite's message, with the cause named
+ * where it needs a hand (a full disk, a lock held by another process). */
+void rk_store_describe_error(rk_store *s, char *out, size_t n)
+{
+    int code = sqlite3_errcode(s->db) & 0xff;
+    const char *hint = code == SQLITE_FULL ? "SQLITE_FULL: the disk of the database is full "
+                                             "(ENOSPC); free space there"
+                       : code == SQLITE_BUSY || code == SQLITE_LOCKED
+                           ? "SQLITE_BUSY: another process holds a lock on the database"
+                       : code == SQLITE_IOERR ? "SQLITE_IOERR: reading or writing the database "
+                                                "or its -wal/-shm files failed; is the disk "
+                                                "full or failing?"
+                                              : NULL;
+    snprintf(out, n, "%s%s%s%s", sqlite3_errmsg(s->db), hint ? " (" : "", hint ? hint : "",
+             hint ? ")" : "");
 }
 
 /* Savepoints run once per item of every batch: prepared once, like the

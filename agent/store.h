@@ -48,6 +48,11 @@ typedef struct rk_store rk_store;
 int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t errlen);
 void rk_store_close(rk_store *s);
 const char *rk_store_errmsg(rk_store *s);
+/* How long a statement waits for another process's lock before it fails
+ * with SQLITE_BUSY (rk_store_open sets 10000 ms). */
+void rk_store_set_busy_timeout(rk_store *s, int ms);
+/* The last error with its cause named (disk full, locked) into out. */
+void rk_store_describe_error(rk_store *s, char *out, size_t n);
 
 int rk_store_begin(rk_store *s);
 int rk_store_commit(rk_store *s);

@@ -17,7 +17,7 @@ from conftest import ROOT
 
 FUZZ = os.path.join(ROOT, "tests", "fuzz")
 DATA = os.path.join(ROOT, "tests", "data")
-NAMES = ["xmldoc", "gunzip", "job", "map"]
+NAMES = ["xmldoc", "gunzip", "job", "map", "httpinbox", "jwe", "fitconnect"]
 # seeds in tests/fuzz/corpus/NAME for the harnesses whose count is pinned
 SEEDS = {"job": 11, "map": 13}
 
