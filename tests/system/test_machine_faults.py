@@ -358,3 +358,42 @@ def test_start_on_a_full_disk_says_why(tmp_path, small_fs):
     os.unlink(filler)
     rig.run_once()
     assert delivered(rig, 1)
+
+
+def test_delivery_not_recorded_is_delivered_again_without_restart(tmp_path, daemons):
+    """The target took the record, but the store was locked when rekeyd went
+    to record it: the job is not left 'delivering' until the next start; once
+    the store can be written it is delivered again with the same idempotency
+    key (the target sees the key twice and keeps one)."""
+    from test_target_faults import make_rig
+    rig, control, calls = make_rig(tmp_path)
+    with open(rig.config) as f:
+        cfg = f.read().replace("[rekeyd]\n", "[rekeyd]\nbusy_timeout_ms = 300\n", 1)
+    with open(rig.config, "w") as f:
+        f.write(cfg)
+    control.write_text("SLOW\n")  # each delivery takes 2 s
+    d = daemons(rig, tmp_path / "rekeyd.log")
+    rig.drop(SAMPLES[0])
+    rig.wait_for(lambda: rig.q("SELECT state FROM jobs") == [("delivering",)],
+                 what="the delivery in flight")
+    ready, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=hold_lock, args=(rig.db, 20.0, ready, release))
+    locker.start()
+    try:
+        assert ready.wait(10)
+        d.wait_log("results failed: database is locked", timeout=15)
+        control.write_text("OK\n")
+        time.sleep(1.0)
+        assert rig.q("SELECT state FROM jobs") == [("delivering",)]
+    finally:
+        release.set()
+        locker.join()
+    rig.wait_for(lambda: delivered(rig, 1), timeout=20,
+                 what="delivery recorded without a restart")
+    reasons = [r for (r,) in rig.q("SELECT reason FROM events ORDER BY id")]
+    assert any("result not recorded; delivering again with the same key" in (r or "")
+               for r in reasons), reasons
+    keys = [line.split()[0] for line in open(calls).read().splitlines()]
+    assert len(keys) == 2 and keys[0] == keys[1]  # the same idempotency key twice
+    assert "SQLITE_BUSY" in d.text()
+    assert d.stop() == 0
