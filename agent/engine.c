@@ -1127,7 +1127,20 @@ static int on_sweep_row(const rk_pending *p, void *arg)
     rk_engine *e = arg;
     if (idset_has(&e->held, p->job_id))
         return 0;
-    if (strcmp(p->state, RK_ST_READY) == 0) {
+    if (strcmp(p->state, RK_ST_DELIVERING) == 0) {
+        /* only asked for after a failed commit (resweep): delivered, but
+         * the result could not be recorded; as after a crash, the same
+         * idempotency key makes the second delivery harmless */
+        if (rk_store_transition(e->store, p->job_id, RK_ST_DELIVERING, RK_ST_READY, ACTOR,
+                                "result not recorded; delivering again with the same key") ==
+            0) {
+            enqueue_delivery(e, p->job_id, p->job);
+        } else { /* still not writable: again after the next hold */
+            rk_store_describe_error(e->store, e->store_err, sizeof e->store_err);
+            e->resweep = 1;
+            intake_hold(e);
+        }
+    } else if (strcmp(p->state, RK_ST_READY) == 0) {
         rk_info("engine", "job %lld: ready (decided outside the daemon)", (long long)p->job_id);
         enqueue_delivery(e, p->job_id, p->job);
     } else if (strcmp(p->state, RK_ST_RECEIVED) == 0) {
@@ -1174,11 +1187,14 @@ static void on_watch(uv_timer_t *t)
     /* resweep: results that could not be recorded (disk full, locked) left
      * their jobs received or ready; take them up again once the hold ends */
     if (dv != e->data_version || (e->resweep && rk_now_ms() >= e->intake_hold_until)) {
+        static const char *const st[] = {RK_ST_RECEIVED, RK_ST_READY, RK_ST_RETRY_WAIT, NULL};
+        static const char *const st_re[] = {RK_ST_RECEIVED, RK_ST_READY, RK_ST_RETRY_WAIT,
+                                            RK_ST_DELIVERING, NULL};
+        int re = e->resweep && rk_now_ms() >= e->intake_hold_until;
         e->data_version = dv;
         e->resweep = 0;
         load_pauses(e);
-        static const char *const st[] = {RK_ST_RECEIVED, RK_ST_READY, RK_ST_RETRY_WAIT, NULL};
-        rk_store_pending(e->store, st, 0, on_sweep_row, e);
+        rk_store_pending(e->store, re ? st_re : st, 0, on_sweep_row, e);
         arm_retry_timer(e);
         pump(e);
     }

@@ -124,13 +124,17 @@ def delivered(rig, n):
     return rig.q("SELECT count(*) FROM jobs WHERE state = 'delivered'") == [(n,)]
 
 
-def hold_lock(db, seconds, ready):
-    """Holds BEGIN EXCLUSIVE on db for a while, as another process would."""
+def hold_lock(db, seconds, ready, release=None):
+    """Holds BEGIN EXCLUSIVE on db for a while (or until release is set), as
+    another process would."""
     con = sqlite3.connect(db, timeout=30, isolation_level=None)
     try:
         con.execute("BEGIN EXCLUSIVE")
         ready.set()
-        time.sleep(seconds)
+        if release:
+            release.wait(seconds)
+        else:
+            time.sleep(seconds)
         con.execute("ROLLBACK")
     finally:
         con.close()
@@ -233,18 +237,20 @@ def test_target_locked_is_retry_and_cpu_stays_low(tmp_path, daemons):
     rig.drop(SAMPLES[0])
     d = daemons(rig, tmp_path / "rekeyd.log")
     rig.wait_for(lambda: delivered(rig, 1), what="the first delivery")
-    ready = threading.Event()
-    locker = threading.Thread(target=hold_lock, args=(rig.target, 8.0, ready))
+    ready, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=hold_lock, args=(rig.target, 25.0, ready, release))
     locker.start()
     try:
         assert ready.wait(10)
         rig.drop(*SAMPLES[1:])
-        rig.wait_for(lambda: rig.q("SELECT count(*) FROM jobs WHERE state = 'retry_wait'")
+        rig.wait_for(lambda: rig.q("SELECT count(*) FROM deliveries WHERE attempts >= 1")
                      == [(2,)], what="deliveries waiting for the locked target")
         # backing off, not spinning: well below a busy loop
         share = d.cpu_share(4.0)
         attempts_locked = rig.q("SELECT max(attempts) FROM deliveries")[0][0]
+        assert rig.q("SELECT count(*) FROM jobs WHERE state = 'delivered'") == [(1,)]
     finally:
+        release.set()
         locker.join()
     print(f"cpu while the target was locked: {share:.1%} of a core")
     assert share < 0.10, f"rekeyd used {share:.0%} of a core while the target was locked"
@@ -273,8 +279,8 @@ def test_sigterm_while_the_target_is_locked_exits_in_bounded_time(tmp_path, daem
     rig = locked_target_rig(tmp_path)
     rig.drop(SAMPLES[0])
     rig.run_once()
-    ready = threading.Event()
-    locker = threading.Thread(target=hold_lock, args=(rig.target, 6.0, ready))
+    ready, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=hold_lock, args=(rig.target, 25.0, ready, release))
     locker.start()
     try:
         assert ready.wait(10)
@@ -282,12 +288,13 @@ def test_sigterm_while_the_target_is_locked_exits_in_bounded_time(tmp_path, daem
         data = open(SAMPLES[1], "rb").read()
         for i in range(10):
             rig.drop_bytes(f"load{i:02d}.xml", data)
-        rig.wait_for(lambda: rig.q("SELECT count(*) FROM jobs WHERE state = 'retry_wait'")
-                     [0][0] >= 3, what="deliveries retrying on the lock")
+        rig.wait_for(lambda: rig.q("SELECT count(*) FROM deliveries WHERE attempts >= 1")
+                     [0][0] >= 3, timeout=20, what="deliveries retrying on the lock")
         t0 = time.monotonic()
         rc = d.stop(timeout=20)
         took = time.monotonic() - t0
     finally:
+        release.set()
         locker.join()
     assert rc == 0 and took < 10, (rc, took)
     assert "draining" in d.text()
@@ -351,3 +358,42 @@ def test_start_on_a_full_disk_says_why(tmp_path, small_fs):
     os.unlink(filler)
     rig.run_once()
     assert delivered(rig, 1)
+
+
+def test_delivery_not_recorded_is_delivered_again_without_restart(tmp_path, daemons):
+    """The target took the record, but the store was locked when rekeyd went
+    to record it: the job is not left 'delivering' until the next start; once
+    the store can be written it is delivered again with the same idempotency
+    key (the target sees the key twice and keeps one)."""
+    from test_target_faults import make_rig
+    rig, control, calls = make_rig(tmp_path)
+    with open(rig.config) as f:
+        cfg = f.read().replace("[rekeyd]\n", "[rekeyd]\nbusy_timeout_ms = 300\n", 1)
+    with open(rig.config, "w") as f:
+        f.write(cfg)
+    control.write_text("SLOW\n")  # each delivery takes 2 s
+    d = daemons(rig, tmp_path / "rekeyd.log")
+    rig.drop(SAMPLES[0])
+    rig.wait_for(lambda: rig.q("SELECT state FROM jobs") == [("delivering",)],
+                 what="the delivery in flight")
+    ready, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=hold_lock, args=(rig.db, 20.0, ready, release))
+    locker.start()
+    try:
+        assert ready.wait(10)
+        d.wait_log("results failed: database is locked", timeout=15)
+        control.write_text("OK\n")
+        time.sleep(1.0)
+        assert rig.q("SELECT state FROM jobs") == [("delivering",)]
+    finally:
+        release.set()
+        locker.join()
+    rig.wait_for(lambda: delivered(rig, 1), timeout=20,
+                 what="delivery recorded without a restart")
+    reasons = [r for (r,) in rig.q("SELECT reason FROM events ORDER BY id")]
+    assert any("result not recorded; delivering again with the same key" in (r or "")
+               for r in reasons), reasons
+    keys = [line.split()[0] for line in open(calls).read().splitlines()]
+    assert len(keys) == 2 and keys[0] == keys[1]  # the same idempotency key twice
+    assert "SQLITE_BUSY" in d.text()
+    assert d.stop() == 0

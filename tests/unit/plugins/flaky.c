@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "rekey_connector.h"
 
 static const rk_setting_decl settings[] = {
@@ -62,6 +63,11 @@ static rk_deliver_status f_deliver(void *inst, const rk_record *rec, rk_deliver_
         return RK_DELIVER_RETRY;
     if (strcmp(mood, "PERMANENT") == 0)
         return RK_DELIVER_PERMANENT;
+    if (strcmp(mood, "SLOW") == 0) {
+        /* a slow target: the call takes 2 s, then succeeds */
+        struct timespec ts = {2, 0};
+        nanosleep(&ts, NULL);
+    }
     return RK_DELIVER_OK;
 }
 
