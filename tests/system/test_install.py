@@ -151,6 +151,19 @@ def test_the_installed_tree_runs_the_example_jobs(installed, tmp_path):
         ["besucherparkausweis", "fischereischein", "gewerbeanmeldung"]
     assert "connector sqlite (sqlite)" in p.stdout
 
+    # the commented [http] block of the example is valid settings as it is
+    text = open(cfg).read()
+    assert "\n;[http]\n" in text
+    http = re.sub(r"\n;(\[http\]|[a-z_]+ = )", r"\n\1", text)
+    http = http.replace("/etc/rekey/tokens", str(tmp_path / "tokens"))
+    assert "\n[http]\nlisten = 127.0.0.1:8650\n" in http and "\ncookie_secure = true" in http
+    cfg_http = str(tmp_path / "rekeyd-http.ini")
+    with open(cfg_http, "w") as f:
+        f.write(http)
+    p = subprocess.run([rekeyd, "--config", cfg_http, "--check"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+
     shutil.copy(GOOD_FS, os.path.join(tmp_path, "spool", "inbox"))
     p = subprocess.run([rekeyd, "--config", cfg, "--once"], capture_output=True, text=True,
                        env=env, timeout=60)
