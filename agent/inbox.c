@@ -94,6 +94,7 @@ struct rk_inbox {
     void *close_arg;
 
     int in_scan, scan_again, scanned_once, idle;
+    int held;        /* rk_inbox_hold: settled files wait, nothing is claimed */
     seen_file *seen; /* sorted by name */
     size_t nseen;
     leftover *left;
@@ -968,7 +969,7 @@ static void scan_once(rk_inbox *in)
     int64_t wnow = wall_ns();
     uint64_t settle = in->cfg.settle_ms;
     uint64_t due = UINT64_MAX;
-    size_t pending = 0, keep = 0;
+    size_t pending = 0, keep = 0, deferred = 0;
     for (size_t i = 0; i < ncur; i++) {
         seen_file f = cur[i];
         seen_file *old = seen_find(in->seen, in->nseen, f.name);
@@ -994,7 +995,12 @@ static void scan_once(rk_inbox *in)
             /* first look (or changed): settled only if untouched for long */
             settled = !old && wnow - f.mtime_ns >= (int64_t)settle * 1000000;
         }
-        if (settled && !in->stopping) {
+        if (settled && in->held) {
+            /* the engine has enough to do: the file waits for the scan
+             * that rk_inbox_hold(in, 0) runs (held may be set by the
+             * claim callback in the middle of this loop) */
+            deferred++;
+        } else if (settled && !in->stopping) {
             int rc = take(in, f.name, f.stuck);
             if (rc == 0 || rc == -ENOENT) {
                 free(f.name);
@@ -1011,7 +1017,7 @@ static void scan_once(rk_inbox *in)
     seen_free(in->seen, in->nseen);
     in->seen = cur;
     in->nseen = keep;
-    in->idle = pending == 0 && in->nleft == 0;
+    in->idle = pending == 0 && deferred == 0 && in->nleft == 0;
     if (in->stopping)
         return;
     if (pending) {
@@ -1047,6 +1053,14 @@ static void scan(rk_inbox *in)
 }
 
 static void on_timer(uv_timer_t *t) { scan(t->data); }
+
+void rk_inbox_hold(rk_inbox *in, int hold)
+{
+    int was = in->held;
+    in->held = hold != 0;
+    if (was && !in->held)
+        scan(in);
+}
 
 /* A change in the inbox: scan after DEBOUNCE_MS, so a burst of events
  * (a writer appending, fifty files dropped at once) costs one scan. */

@@ -61,6 +61,13 @@ void rk_inbox_scan(rk_inbox *in);
  * and every claimed file has been passed to the callback. */
 int rk_inbox_idle(const rk_inbox *in);
 
+/* Bounded claiming: while held, scans claim nothing (files that are
+ * ready wait in the inbox, and the inbox is not idle); releasing the hold
+ * scans at once.  The engine holds the inbox while it has claim_ahead
+ * files taken in but not yet stored, so memory does not grow with the
+ * backlog.  May be called from the claim callback. */
+void rk_inbox_hold(rk_inbox *in, int hold);
+
 /* Reads a claimed file, gunzipping *.gz with the configured caps.
  * Blocking: call it on the thread pool.  On failure returns a negative
  * error and writes the reason (English, for operators) into err.
