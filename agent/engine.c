@@ -53,6 +53,9 @@ typedef struct witem {
     int have_res;          /* W_DELIVER: res holds the record (from processing) */
     int claimed;           /* W_INTAKE from the inbox: counted in intake_open */
     size_t n_anom0;        /* W_PROCESS: anomalies before the duplicate check */
+    struct witem *round;   /* W_PROCESS: the delivery round started in its commit */
+    struct witem *onext;   /* intake/process on the pool: next in submission order */
+    int pool_done;         /* 1: back from the pool; 2: cancelled there */
     struct witem *next;
     int64_t job_id;
     int rc;
@@ -243,6 +246,8 @@ struct rk_engine {
     wqueue intake_wait;
     wqueue process_wait;
     wqueue commitq;
+    witem *order_head, *order_tail; /* intake/process items on the pool, in the
+                                     * order they were started */
     slot *slots;
     size_t inflight;       /* pool work items running */
     size_t intake_open;    /* inbox files claimed, not yet stored or refused */
@@ -325,6 +330,8 @@ static void witem_free(witem *w)
     free(w->root_ns);
     free(w->root_name);
     rk_result_free(&w->res);
+    if (w->round)
+        witem_free(w->round);
     if (w->job)
         rk_job_unref(w->job);
     for (size_t i = 0; i < w->n_parts; i++)
@@ -371,16 +378,43 @@ static void intake_work(uv_work_t *req)
     w->received_ms = rk_now_ms();
 }
 
+static void after_pool(uv_work_t *req, int status);
+
+/* Starts an intake or process item on the pool; it is committed in this
+ * order (see after_pool). */
+static void pool_start(rk_engine *e, witem *w, uv_work_cb work)
+{
+    w->onext = NULL;
+    w->pool_done = 0;
+    if (e->order_tail)
+        e->order_tail->onext = w;
+    else
+        e->order_head = w;
+    e->order_tail = w;
+    e->inflight++;
+    uv_queue_work(e->loop, &w->req, work, after_pool);
+}
+
+/* Back from the pool.  Results are committed in the order the items were
+ * started, not the order the workers finish them: job ids follow the
+ * order files were claimed in, and of two duplicates the one received
+ * later is the one held (DUPLIKAT), whichever worker was faster. */
 static void after_pool(uv_work_t *req, int status)
 {
     witem *w = req->data;
     rk_engine *e = w->e;
     e->inflight--;
-    if (status == UV_ECANCELED && w->kind == W_INTAKE) {
-        witem_free(w); /* the file stays claimed and is recovered next start */
-        return;
+    w->pool_done = status == UV_ECANCELED && w->kind == W_INTAKE ? 2 : 1;
+    while (e->order_head && e->order_head->pool_done) {
+        witem *x = e->order_head;
+        e->order_head = x->onext;
+        if (!e->order_head)
+            e->order_tail = NULL;
+        if (x->pool_done == 2)
+            witem_free(x); /* the file stays claimed and is recovered next start */
+        else
+            commit_push(e, x);
     }
-    commit_push(e, w);
 }
 
 /* The inbox claimed a file.  A file that an earlier run already stored
@@ -644,6 +678,8 @@ static int save_result(rk_engine *e, witem *w)
                     : rk_store_save_result(e->store, w->job_id, &w->res);
 }
 
+static int commit_round_start(rk_engine *e, witem *w);
+
 static int commit_process(rk_engine *e, witem *w)
 {
     rk_store *s = e->store;
@@ -716,10 +752,29 @@ static int commit_process(rk_engine *e, witem *w)
     char reason[600];
     snprintf(reason, sizeof reason, "%s%s", codes[0] ? "passed with notes: " : "all rules passed",
              codes);
-    return rk_store_transition(s, w->job_id, RK_ST_MAPPED, RK_ST_READY, ACTOR, reason);
+    if ((rc = rk_store_transition(s, w->job_id, RK_ST_MAPPED, RK_ST_READY, ACTOR, reason)))
+        return rc;
+    /* ready → delivering in the same commit: the delivery round starts
+     * without a commit of its own (one group commit less per document;
+     * still durable before any connector runs) */
+    if (!w->round) {
+        witem *d = witem_new(e, W_DELIVER);
+        d->job_id = w->job_id;
+        d->job_name = strdup(w->job->name);
+        d->fresh = w->fresh;
+        d->have_res = w->fresh; /* handed over in post_process */
+        memcpy(d->uid, w->uid, sizeof d->uid);
+        if (!d->job_name) {
+            witem_free(d);
+            return -ENOMEM;
+        }
+        w->round = d;
+    }
+    return commit_round_start(e, w->round);
 }
 
 static witem *enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name);
+static void post_deliver(rk_engine *e, witem *w, int committed);
 
 static void post_process(rk_engine *e, witem *w, int committed)
 {
@@ -737,16 +792,21 @@ static void post_process(rk_engine *e, witem *w, int committed)
     }
     if (w->received_ms && w->outcome != P_FAILED)
         rk_metrics_processing_observe((double)(rk_now_ms() - w->received_ms) / 1000.0);
-    if (w->outcome == P_MAPPED && !rk_result_blocked(&w->res)) {
+    if (w->outcome == P_MAPPED && !rk_result_blocked(&w->res) && w->round) {
+        witem *d = w->round;
+        w->round = NULL;
         w->tracked = 0; /* the delivery round holds the job from here */
-        witem *d = enqueue_delivery(e, w->job_id, w->job->name);
-        /* the record goes on in memory: the round does not read back what
-         * was just written */
-        d->res = w->res;
-        rk_result_init(&w->res);
-        d->have_res = 1;
-        d->fresh = w->fresh;
-        memcpy(d->uid, w->uid, sizeof d->uid);
+        d->tracked = 1;
+        if (d->have_res) {
+            /* the record goes on in memory: the round does not read back
+             * what was just written */
+            rk_result_free(&d->res);
+            d->res = w->res;
+            rk_result_init(&w->res);
+        }
+        witem_free(w);
+        post_deliver(e, d, 1); /* ready → delivering is committed */
+        return;
     }
     witem_free(w);
 }
@@ -1463,14 +1523,12 @@ static void pump(rk_engine *e)
             }
         }
         local_today(w->today, sizeof w->today);
-        e->inflight++;
-        uv_queue_work(e->loop, &w->req, process_work, after_pool);
+        pool_start(e, w, process_work);
     }
     while (e->inflight < e->max_inflight && e->intake_wait.head &&
            e->process_wait.n < e->process_highwater) {
         witem *w = q_pop(&e->intake_wait);
-        e->inflight++;
-        uv_queue_work(e->loop, &w->req, intake_work, after_pool);
+        pool_start(e, w, intake_work);
     }
     pump_slots(e);
     if (e->inbox_held && e->inbox && e->intake_open <= e->cfg->claim_ahead / 2) {
@@ -1880,6 +1938,8 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
         maybe_finish(e);
         return rc;
     }
+    /* a scan looks at no more files than may be claimed ahead */
+    rk_inbox_set_list_max(e->inbox, cfg->claim_ahead);
     *out = e;
     rc = rk_sources_start(e, err, errlen);
     if (rc) {

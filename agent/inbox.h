@@ -67,6 +67,10 @@ int rk_inbox_idle(const rk_inbox *in);
  * files taken in but not yet stored, so memory does not grow with the
  * backlog.  May be called from the claim callback. */
 void rk_inbox_hold(rk_inbox *in, int hold);
+/* At most n directory entries are looked at per scan (0 = all, the
+ * default); with more files in the inbox it is not idle, and the next
+ * scan follows at once unless the inbox is held. */
+void rk_inbox_set_list_max(rk_inbox *in, size_t n);
 
 /* Reads a claimed file, gunzipping *.gz with the configured caps.
  * Blocking: call it on the thread pool.  On failure returns a negative
