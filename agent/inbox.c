@@ -1064,6 +1064,13 @@ static void scan(rk_inbox *in)
     do {
         in->scan_again = 0;
         report_leftovers(in);
+        if (in->held && in->scanned_once) {
+            /* nothing may be claimed now: a listing would only stat files
+             * (every claim's rename sends a change event); the release of
+             * the hold scans */
+            in->idle = 0;
+            break;
+        }
         if (!in->stopping)
             scan_once(in);
         in->scanned_once = 1;
