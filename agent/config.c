@@ -737,6 +737,22 @@ static int handler(void *user, const char *section, const char *name, const char
         if (!set_int(ps, "max_document_size", value, 1024, INT32_MAX, &n))
             return 0;
         c->max_document = (size_t)n;
+    } else if (MATCH("rekeyd", "commit_max_items")) {
+        if (!set_int(ps, "commit_max_items", value, 1, 100000, &n))
+            return 0;
+        c->commit_max_items = (size_t)n;
+    } else if (MATCH("rekeyd", "commit_max_ms")) {
+        if (!set_int(ps, "commit_max_ms", value, 0, 10000, &n))
+            return 0;
+        c->commit_max_ms = (uint64_t)n;
+    } else if (MATCH("inbox", "claim_ahead")) {
+        if (!set_int(ps, "claim_ahead", value, 1, 1000000, &n))
+            return 0;
+        c->claim_ahead = (size_t)n;
+    } else if (MATCH("delivery", "batch")) {
+        if (!set_int(ps, "batch", value, 1, 10000, &n))
+            return 0;
+        c->deliver_batch = (size_t)n;
     } else if (MATCH("inbox", "path"))
         set_str(&c->inbox_path, cfg_path(ps, value));
     else if (MATCH("inbox", "archive"))
@@ -812,6 +828,10 @@ int rk_config_load(const char *path, rk_config *c, char *err, size_t errlen)
     c->inbox.max_decompressed = 50u << 20;
     c->inbox.max_ratio = 100;
     c->max_attempts = 5;
+    c->commit_max_items = 512;
+    c->commit_max_ms = 5;
+    c->claim_ahead = 1024;
+    c->deliver_batch = 256;
     c->backoff_initial_ms = 1000;
     c->backoff_max_ms = 300000;
     c->http.token_file = cfg_path(&ps, "tokens");

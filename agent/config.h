@@ -113,6 +113,10 @@ typedef struct rk_config {
     int sync_normal;      /* [rekeyd] sync = full|normal, default full */
     int busy_timeout_ms;  /* [rekeyd] busy_timeout_ms, default 10000 */
     size_t max_document;  /* [rekeyd] max_document_size, default 50 MiB */
+    size_t commit_max_items; /* [rekeyd] commit_max_items, default 512 */
+    uint64_t commit_max_ms;  /* [rekeyd] commit_max_ms, default 5 */
+    size_t claim_ahead;   /* [inbox] claim_ahead: files taken ahead of processing, 1024 */
+    size_t deliver_batch; /* [delivery] batch: records per deliver_batch call, 256 */
 
     char *inbox_path;     /* [inbox] path (required) */
     char *archive_dir;    /* [inbox] archive, default archive; "" = delete */

@@ -562,14 +562,55 @@ static void copy_out(char *dst, size_t dstsize, const char *src)
  * them.  The answer is normalised: an unknown status becomes FATAL,
  * retry_after only survives a RETRY, target_id only an OK.
  */
+/* Checks and cleans what the plugin answered for one record and copies
+ * it out: an invalid status becomes FATAL, secrets are redacted, control
+ * characters folded, a target id kept only with OK. */
+static rk_deliver_status answer(rk_conn *c, const rk_record *rec, int raw, char *msg,
+                                size_t msg_size, char *tid, size_t tid_size,
+                                int64_t res_retry_after, char *message, size_t message_size,
+                                char *target_id, size_t target_id_size,
+                                int64_t *retry_after_ms)
+{
+    rk_deliver_status st;
+    int64_t ra = -1;
+    msg[msg_size - 1] = '\0';
+    tid[tid_size - 1] = '\0';
+    switch (raw) {
+    case RK_DELIVER_OK:
+    case RK_DELIVER_RETRY:
+    case RK_DELIVER_PERMANENT:
+    case RK_DELIVER_FATAL:
+        st = (rk_deliver_status)raw;
+        break;
+    default:
+        rk_error(c->component, "job '%s' submission %s: connector answered invalid status %d",
+                 c->job_name, rec->submission_id ? rec->submission_id : "?", raw);
+        snprintf(msg, msg_size, "connector '%s' answered invalid status %d",
+                 c->plugin->desc->name, raw);
+        st = RK_DELIVER_FATAL;
+        break;
+    }
+    redact(c->plugin->desc, c->settings, c->n_settings, msg, msg_size);
+    redact(c->plugin->desc, c->settings, c->n_settings, tid, tid_size);
+    fold_controls(msg);
+    fold_controls(tid);
+    if (st == RK_DELIVER_RETRY && res_retry_after >= 0)
+        ra = res_retry_after;
+    if (st != RK_DELIVER_OK)
+        tid[0] = '\0';
+    copy_out(message, message_size, msg);
+    copy_out(target_id, target_id_size, tid);
+    if (retry_after_ms)
+        *retry_after_ms = ra;
+    return st;
+}
+
 rk_deliver_status rk_conn_deliver(rk_conn *c, const rk_record *rec, char *message,
                                   size_t message_size, char *target_id,
                                   size_t target_id_size, int64_t *retry_after_ms)
 {
     char msg[RK_CONN_MSG_MAX] = "";
     char tid[RK_CONN_TID_MAX] = "";
-    int64_t ra = -1;
-    rk_deliver_status st;
 
     if (!c || !rec) {
         copy_out(message, message_size, "no connector instance or no record");
@@ -589,36 +630,75 @@ rk_deliver_status rk_conn_deliver(rk_conn *c, const rk_record *rec, char *messag
         .target_id_size = sizeof tid,
     };
     int raw = (int)c->plugin->desc->deliver(c->instance, &r, &res);
-    msg[sizeof msg - 1] = '\0';
-    tid[sizeof tid - 1] = '\0';
-    switch (raw) {
-    case RK_DELIVER_OK:
-    case RK_DELIVER_RETRY:
-    case RK_DELIVER_PERMANENT:
-    case RK_DELIVER_FATAL:
-        st = (rk_deliver_status)raw;
-        break;
-    default:
-        rk_error(c->component, "job '%s' submission %s: connector answered invalid status %d",
-                 c->job_name, rec->submission_id ? rec->submission_id : "?", raw);
-        snprintf(msg, sizeof msg, "connector '%s' answered invalid status %d",
-                 c->plugin->desc->name, raw);
-        st = RK_DELIVER_FATAL;
-        break;
+    return answer(c, rec, raw, msg, sizeof msg, tid, sizeof tid, res.retry_after_ms, message,
+                  message_size, target_id, target_id_size, retry_after_ms);
+}
+
+int rk_conn_can_batch(const rk_conn *c)
+{
+    return c && RK_CONNECTOR_HAS_BATCH(c->plugin->desc);
+}
+
+/* One record of a batch: the plugin's view and the host's buffers. */
+typedef struct batch_slot {
+    rk_record rec;
+    rk_deliver_result res;
+    char msg[RK_CONN_MSG_MAX];
+    char tid[RK_CONN_TID_MAX];
+} batch_slot;
+
+void rk_conn_deliver_batch(rk_conn *c, size_t n, const rk_record *const *recs,
+                           rk_conn_answer *out)
+{
+    if (n == 0)
+        return;
+    batch_slot *b = calloc(n, sizeof *b);
+    const rk_record **rp = calloc(n, sizeof *rp);
+    rk_deliver_result **resp = calloc(n, sizeof *resp);
+    rk_deliver_status *st = calloc(n, sizeof *st);
+    if (!c || !rk_conn_can_batch(c) || !b || !rp || !resp || !st) {
+        for (size_t i = 0; i < n; i++) {
+            out[i].status = RK_DELIVER_RETRY;
+            copy_out(out[i].message, out[i].message_size,
+                     c ? "out of memory" : "no connector instance");
+            copy_out(out[i].target_id, out[i].target_id_size, "");
+            out[i].retry_after_ms = -1;
+        }
+        free(b);
+        free(rp);
+        free(resp);
+        free(st);
+        return;
     }
-    redact(c->plugin->desc, c->settings, c->n_settings, msg, sizeof msg);
-    redact(c->plugin->desc, c->settings, c->n_settings, tid, sizeof tid);
-    fold_controls(msg);
-    fold_controls(tid);
-    if (st == RK_DELIVER_RETRY && res.retry_after_ms >= 0)
-        ra = res.retry_after_ms;
-    if (st != RK_DELIVER_OK)
-        tid[0] = '\0';
-    copy_out(message, message_size, msg);
-    copy_out(target_id, target_id_size, tid);
-    if (retry_after_ms)
-        *retry_after_ms = ra;
-    return st;
+    for (size_t i = 0; i < n; i++) {
+        b[i].rec = *recs[i];
+        b[i].rec.struct_size = sizeof b[i].rec;
+        b[i].res = (rk_deliver_result){
+            .struct_size = sizeof b[i].res,
+            .message = b[i].msg,
+            .message_size = sizeof b[i].msg,
+            .retry_after_ms = -1,
+            .target_id = b[i].tid,
+            .target_id_size = sizeof b[i].tid,
+        };
+        rp[i] = &b[i].rec;
+        resp[i] = &b[i].res;
+        st[i] = RK_DELIVER_RETRY;
+    }
+    c->plugin->desc->deliver_batch(c->instance, n, rp, resp, st);
+    for (size_t i = 0; i < n; i++) {
+        if (st[i] == RK_DELIVER_RETRY && !b[i].msg[0])
+            snprintf(b[i].msg, sizeof b[i].msg, "connector '%s' left the record unanswered",
+                     c->plugin->desc->name);
+        out[i].status = answer(c, recs[i], (int)st[i], b[i].msg, sizeof b[i].msg, b[i].tid,
+                               sizeof b[i].tid, b[i].res.retry_after_ms, out[i].message,
+                               out[i].message_size, out[i].target_id, out[i].target_id_size,
+                               &out[i].retry_after_ms);
+    }
+    free(b);
+    free(rp);
+    free(resp);
+    free(st);
 }
 
 void rk_conn_close(rk_conn *c)

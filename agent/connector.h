@@ -54,6 +54,23 @@ rk_deliver_status rk_conn_deliver(rk_conn *c, const rk_record *rec,
                                   char *message, size_t message_size,
                                   char *target_id, size_t target_id_size,
                                   int64_t *retry_after_ms);
+/* 1 when the plugin delivers batches (ABI 1.1 deliver_batch). */
+int rk_conn_can_batch(const rk_conn *c);
+/* What the host reports per record of a batch; message and target_id are
+ * the caller's buffers, filled as by rk_conn_deliver. */
+typedef struct rk_conn_answer {
+    rk_deliver_status status;
+    char *message;
+    size_t message_size;
+    char *target_id;
+    size_t target_id_size;
+    int64_t retry_after_ms;
+} rk_conn_answer;
+/* Delivers n records with the plugin's deliver_batch (only when
+ * rk_conn_can_batch); out[i] answers recs[i].  Blocking, like
+ * rk_conn_deliver. */
+void rk_conn_deliver_batch(rk_conn *c, size_t n, const rk_record *const *recs,
+                           rk_conn_answer *out);
 void rk_conn_close(rk_conn *c);
 const rk_connector *rk_conn_descriptor(const rk_conn *c);
 

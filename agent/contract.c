@@ -653,7 +653,97 @@ static int ct_check_refusals(ct *c)
     return given_ok;
 }
 
-/* open, four deliveries, close. */
+/*
+ * ABI 1.1 deliver_batch, when the plugin offers it: three records in one
+ * call, the third with the first one's key.  Each answer must be a valid
+ * status with terminated buffers not written past; the first must be OK
+ * (as a single delivery of a fresh record must); a repeated key that is
+ * OK twice must name the same target id.  The host's buffers are
+ * prepared as for one delivery (ct_deliver) and every status starts as
+ * RETRY, as rekeyd hands them.
+ */
+static void ct_check_batch(ct *c, void *inst)
+{
+    ct_current = "deliver_batch";
+    if (!RK_CONNECTOR_HAS_BATCH(c->d)) {
+        ct_say(c, 1, "deliver_batch", "not offered: rekeyd delivers one record at a time");
+        return;
+    }
+    enum { N = 3 };
+    ct_answer *a = calloc(N, sizeof *a);
+    ct_rec *r = calloc(N, sizeof *r);
+    if (!a || !r) {
+        ct_say(c, 0, "deliver_batch", "out of memory in the test");
+        free(a);
+        free(r);
+        return;
+    }
+    ct_rec_make(c, &r[0], "Stapel", "Hamburg", "batch record 1");
+    ct_rec_make(c, &r[1], "Reihe", "Bremen", "batch record 2");
+    ct_rec_make(c, &r[2], "Stapel", "Hamburg", "batch record 1 again");
+    memcpy(r[2].key, r[0].key, sizeof r[2].key);
+    const rk_record *rp[N];
+    rk_deliver_result res[N];
+    rk_deliver_result *resp[N];
+    rk_deliver_status st[N];
+    for (int i = 0; i < N; i++) {
+        r[i].rec.idempotency_key = r[i].key;
+        r[i].rec.submission_id = r[i].sub;
+        r[i].rec.fields = r[i].fields;
+        rp[i] = &r[i].rec;
+        memset(a[i].msg, 0x5a, CT_MSG_SIZE);
+        memset(a[i].msg + CT_MSG_SIZE, 0xa5, CT_GUARD);
+        memset(a[i].tid, 0x5a, CT_TID_SIZE);
+        memset(a[i].tid + CT_TID_SIZE, 0xa5, CT_GUARD);
+        a[i].msg[0] = '\0';
+        a[i].tid[0] = '\0';
+        res[i] = (rk_deliver_result){sizeof res[i], a[i].msg, CT_MSG_SIZE, -1, a[i].tid,
+                                     CT_TID_SIZE};
+        resp[i] = &res[i];
+        st[i] = RK_DELIVER_RETRY;
+    }
+    c->d->deliver_batch(inst, N, rp, resp, st);
+    const char *problem = NULL;
+    int bad = -1;
+    for (int i = 0; i < N && !problem; i++) {
+        a[i].status = (int)st[i];
+        if (a[i].status < RK_DELIVER_OK || a[i].status > RK_DELIVER_FATAL)
+            problem = "answered a status outside the enum";
+        if (!problem)
+            problem = ct_buffer_problem(a[i].msg, CT_MSG_SIZE, "left a message without a NUL",
+                                        "wrote past message_size");
+        if (!problem)
+            problem = ct_buffer_problem(a[i].tid, CT_TID_SIZE,
+                                        "left a target id without a NUL",
+                                        "wrote past target_id_size");
+        if (problem)
+            bad = i;
+        a[i].msg[CT_MSG_SIZE - 1] = '\0';
+        a[i].tid[CT_TID_SIZE - 1] = '\0';
+        ct_capture(c, "message", a[i].msg);
+        ct_capture(c, "target id", a[i].tid);
+    }
+    char shown[CT_SHOW + 8];
+    if (problem) {
+        ct_say(c, 0, "deliver_batch", "record %d: the connector %s", bad + 1, problem);
+    } else if (a[0].status != RK_DELIVER_OK) {
+        ct_show(shown, sizeof shown, a[0].msg);
+        ct_say(c, 0, "deliver_batch", "record 1 answered %s: '%s'", ct_status_name(a[0].status),
+               shown);
+    } else if (a[2].status == RK_DELIVER_OK && a[0].tid[0] && a[2].tid[0] &&
+               strcmp(a[0].tid, a[2].tid) != 0) {
+        ct_say(c, 0, "deliver_batch", "the repeated key got target id '%.64s', the first "
+                                      "delivery '%.64s'", a[2].tid, a[0].tid);
+    } else {
+        ct_say(c, 1, "deliver_batch", "%d records in one call: %s, %s, %s (the third with the "
+                                      "first one's key)", N, ct_status_name(a[0].status),
+               ct_status_name(a[1].status), ct_status_name(a[2].status));
+    }
+    free(a);
+    free(r);
+}
+
+/* open, four deliveries, a batch when offered, close. */
 static void ct_check_instance(ct *c)
 {
     char err[CT_ERR_SIZE];
@@ -705,6 +795,8 @@ static void ct_check_instance(ct *c)
         ct_rec_make(c, r, "Müßig-Öztürk", "Köln", "äöü ÄÖÜ ß €");
         ct_deliver(c, inst, &r->rec, a);
         ct_report(c, "non-ASCII value", a, 0);
+
+        ct_check_batch(c, inst);
     }
     free(a);
     free(b);

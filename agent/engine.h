@@ -2,11 +2,14 @@
  * engine.h — the pipeline of rekeyd on one libuv loop.
  *
  * intake (inbox → store) → process (parse, match, validate, map, check on
- * the thread pool) → deliver (connector on the thread pool).  Results come
- * back to the loop thread and are committed in batches: every result that
- * arrived in one loop iteration goes into one transaction (group commit),
- * and what must follow a commit (archiving the source file, starting the
- * next stage) runs only after it.
+ * the thread pool) → deliver (connector on the thread pool, many records
+ * per call when the connector has deliver_batch).  Results come back to
+ * the loop thread and are committed in batches (group commit): while work
+ * is running a commit waits up to [rekeyd] commit_max_ms for more results,
+ * up to commit_max_items of them, and what must follow a commit (archiving
+ * the source file, starting the next stage) runs only after it.  The
+ * directory inbox is held while [inbox] claim_ahead files are taken and
+ * not yet stored.
  *
  * Ownership: the engine keeps pointers to loop and cfg, which must outlive
  * it; it frees itself after rk_engine_stop once its last handle closed

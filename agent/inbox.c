@@ -94,6 +94,8 @@ struct rk_inbox {
     void *close_arg;
 
     int in_scan, scan_again, scanned_once, idle;
+    int held;        /* rk_inbox_hold: settled files wait, nothing is claimed */
+    size_t list_max; /* rk_inbox_set_list_max: entries one scan looks at, 0 = all */
     seen_file *seen; /* sorted by name */
     size_t nseen;
     leftover *left;
@@ -922,16 +924,31 @@ static void scan_once(rk_inbox *in)
     seen_file *cur = NULL;
     size_t ncur = 0, cap = 0;
     struct dirent *de;
-    int oom = 0;
+    int oom = 0, truncated = 0;
+    size_t counted = 0; /* entries counted against list_max */
     while ((de = readdir(d)) != NULL) {
         struct stat st;
         if (de->d_name[0] == '.')
             continue; /* ., .., .claimed and writers' temp files */
+        if (in->list_max && counted >= in->list_max) {
+            /* a backlog: look at the first list_max files only (each scan
+             * would otherwise stat the whole backlog to claim a part of
+             * it); the rest are listed by the next scan */
+            truncated = 1;
+            break;
+        }
         if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode))
             continue; /* gone, or a folder (archive/error may live inside) */
         const char *special = special_kind(dfd, de->d_name, &st);
         if (special == SKIP)
             continue;
+        if (in->list_max) {
+            /* files that cannot be claimed do not use up the budget, or
+             * list_max of them would hide the rest of the inbox */
+            const seen_file *known = seen_find(in->seen, in->nseen, de->d_name);
+            if (!known || !known->stuck)
+                counted++;
+        }
         if (ncur == cap) {
             size_t nc = cap ? cap * 2 : 16;
             seen_file *p = realloc(cur, nc * sizeof *p);
@@ -968,7 +985,7 @@ static void scan_once(rk_inbox *in)
     int64_t wnow = wall_ns();
     uint64_t settle = in->cfg.settle_ms;
     uint64_t due = UINT64_MAX;
-    size_t pending = 0, keep = 0;
+    size_t pending = 0, keep = 0, deferred = 0, taken = 0;
     for (size_t i = 0; i < ncur; i++) {
         seen_file f = cur[i];
         seen_file *old = seen_find(in->seen, in->nseen, f.name);
@@ -994,9 +1011,15 @@ static void scan_once(rk_inbox *in)
             /* first look (or changed): settled only if untouched for long */
             settled = !old && wnow - f.mtime_ns >= (int64_t)settle * 1000000;
         }
-        if (settled && !in->stopping) {
+        if (settled && in->held) {
+            /* the engine has enough to do: the file waits for the scan
+             * that rk_inbox_hold(in, 0) runs (held may be set by the
+             * claim callback in the middle of this loop) */
+            deferred++;
+        } else if (settled && !in->stopping) {
             int rc = take(in, f.name, f.stuck);
             if (rc == 0 || rc == -ENOENT) {
+                taken++;
                 free(f.name);
                 continue;
             }
@@ -1011,7 +1034,9 @@ static void scan_once(rk_inbox *in)
     seen_free(in->seen, in->nseen);
     in->seen = cur;
     in->nseen = keep;
-    in->idle = pending == 0 && in->nleft == 0;
+    in->idle = pending == 0 && deferred == 0 && !truncated && in->nleft == 0;
+    if (truncated && taken && !in->held && !in->stopping)
+        in->scan_again = 1; /* the next part of the backlog, unless held */
     if (in->stopping)
         return;
     if (pending) {
@@ -1039,6 +1064,13 @@ static void scan(rk_inbox *in)
     do {
         in->scan_again = 0;
         report_leftovers(in);
+        if (in->held && in->scanned_once) {
+            /* nothing may be claimed now: a listing would only stat files
+             * (every claim's rename sends a change event); the release of
+             * the hold scans */
+            in->idle = 0;
+            break;
+        }
         if (!in->stopping)
             scan_once(in);
         in->scanned_once = 1;
@@ -1047,6 +1079,16 @@ static void scan(rk_inbox *in)
 }
 
 static void on_timer(uv_timer_t *t) { scan(t->data); }
+
+void rk_inbox_set_list_max(rk_inbox *in, size_t n) { in->list_max = n; }
+
+void rk_inbox_hold(rk_inbox *in, int hold)
+{
+    int was = in->held;
+    in->held = hold != 0;
+    if (was && !in->held)
+        scan(in);
+}
 
 /* A change in the inbox: scan after DEBOUNCE_MS, so a burst of events
  * (a writer appending, fifty files dropped at once) costs one scan. */

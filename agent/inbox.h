@@ -61,6 +61,17 @@ void rk_inbox_scan(rk_inbox *in);
  * and every claimed file has been passed to the callback. */
 int rk_inbox_idle(const rk_inbox *in);
 
+/* Bounded claiming: while held, scans claim nothing (files that are
+ * ready wait in the inbox, and the inbox is not idle); releasing the hold
+ * scans at once.  The engine holds the inbox while it has claim_ahead
+ * files taken in but not yet stored, so memory does not grow with the
+ * backlog.  May be called from the claim callback. */
+void rk_inbox_hold(rk_inbox *in, int hold);
+/* At most n directory entries are looked at per scan (0 = all, the
+ * default); with more files in the inbox it is not idle, and the next
+ * scan follows at once unless the inbox is held. */
+void rk_inbox_set_list_max(rk_inbox *in, size_t n);
+
 /* Reads a claimed file, gunzipping *.gz with the configured caps.
  * Blocking: call it on the thread pool.  On failure returns a negative
  * error and writes the reason (English, for operators) into err.

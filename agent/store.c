@@ -224,6 +224,8 @@ enum {
     Q_RELEASE,
     Q_ROLLBACK_TO,
     Q_JOB_INFO,
+    Q_SET_STATE_FROM,
+    Q_ADD_NOTICE,
     Q_COUNT
 };
 
@@ -276,6 +278,16 @@ static const char *const sql_text[Q_COUNT] = {
                    " COALESCE(j.deadline_at,0), j.attempts"
                    " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
                    " WHERE j.id = ?",
+    /* a transition with a known from state: one statement instead of a
+     * read and a write (the state is read only when it does not match) */
+    [Q_SET_STATE_FROM] = "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+    [Q_ADD_NOTICE] = "INSERT INTO notices(job_id, source, source_ref, state, reason,"
+                     " created_at) SELECT j.id, s.source, s.source_ref, ?2,"
+                     " CASE WHEN ?2 = 'rejected' THEN (SELECT message FROM anomalies a"
+                     "  WHERE a.job_id = j.id AND a.code = 'ABGELEHNT'"
+                     "  ORDER BY a.id DESC LIMIT 1) END, ?3"
+                     " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+                     " WHERE j.id = ?1 AND s.source LIKE 'fitconnect:%'",
 };
 
 struct rk_store {
@@ -544,23 +556,13 @@ static int add_notice(rk_store *s, int64_t job_id, const char *state)
 {
     char at[32];
     now_iso(at, sizeof at);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO notices(job_id, source, source_ref, state, reason,"
-                           " created_at) SELECT j.id, s.source, s.source_ref, ?2,"
-                           " CASE WHEN ?2 = 'rejected' THEN (SELECT message FROM anomalies a"
-                           "  WHERE a.job_id = j.id AND a.code = 'ABGELEHNT'"
-                           "  ORDER BY a.id DESC LIMIT 1) END, ?3"
-                           " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
-                           " WHERE j.id = ?1 AND s.source LIKE 'fitconnect:%'",
-                           -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = stmt(s, Q_ADD_NOTICE);
+    if (!st)
         return RK_E_DB;
     sqlite3_bind_int64(st, 1, job_id);
     bind_text(st, 2, state);
     bind_text(st, 3, at);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : RK_E_DB;
+    return step_done(s, st);
 }
 
 int rk_store_add_submission(rk_store *s, const rk_submission_in *in, const char *actor,
@@ -672,30 +674,50 @@ int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const cha
 {
     if (!rk_state_valid(to))
         return RK_E_STATE;
-    sqlite3_stmt *st = stmt(s, Q_STATE_OF);
-    if (!st)
-        return RK_E_DB;
-    sqlite3_bind_int64(st, 1, job_id);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(st);
-        return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
-    }
     char cur[16];
-    snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(st, 0));
-    sqlite3_reset(st);
-    if (from && strcmp(cur, from) != 0)
-        return RK_E_STATE;
     char at[32];
+    int rc;
+    sqlite3_stmt *st;
     now_iso(at, sizeof at);
-    st = stmt(s, Q_SET_STATE);
-    if (!st)
-        return RK_E_DB;
-    bind_text(st, 1, to);
-    bind_text(st, 2, at);
-    sqlite3_bind_int64(st, 3, job_id);
-    if ((rc = step_done(s, st)) != 0)
-        return rc;
+    if (from) {
+        /* the engine's hot path: the state is expected, so write at once
+         * and read the state only to tell why nothing changed */
+        if (!(st = stmt(s, Q_SET_STATE_FROM)))
+            return RK_E_DB;
+        bind_text(st, 1, to);
+        bind_text(st, 2, at);
+        sqlite3_bind_int64(st, 3, job_id);
+        bind_text(st, 4, from);
+        if ((rc = step_done(s, st)) != 0)
+            return rc;
+        if (sqlite3_changes(s->db) == 0) {
+            if (!(st = stmt(s, Q_STATE_OF)))
+                return RK_E_DB;
+            sqlite3_bind_int64(st, 1, job_id);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            return rc == SQLITE_ROW ? RK_E_STATE : rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+        }
+        snprintf(cur, sizeof cur, "%s", from);
+    } else {
+        if (!(st = stmt(s, Q_STATE_OF)))
+            return RK_E_DB;
+        sqlite3_bind_int64(st, 1, job_id);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+            sqlite3_reset(st);
+            return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+        }
+        snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(st, 0));
+        sqlite3_reset(st);
+        if (!(st = stmt(s, Q_SET_STATE)))
+            return RK_E_DB;
+        bind_text(st, 1, to);
+        bind_text(st, 2, at);
+        sqlite3_bind_int64(st, 3, job_id);
+        if ((rc = step_done(s, st)) != 0)
+            return rc;
+    }
     if ((rc = add_event(s, job_id, cur, to, actor, reason)) != 0)
         return rc;
     if ((strcmp(to, RK_ST_DELIVERED) == 0 || strcmp(to, RK_ST_REJECTED) == 0) &&
@@ -726,15 +748,20 @@ int rk_store_add_anomaly(rk_store *s, int64_t job_id, const char *code, const ch
     return step_done(s, st);
 }
 
-int rk_store_save_fields(rk_store *s, int64_t job_id, const rk_result *r)
+/* Writes r's fields (replacing the job's old ones when replace) and, when
+ * anomalies, its anomalies the same way. */
+static int write_result(rk_store *s, int64_t job_id, const rk_result *r, int replace,
+                        int anomalies)
 {
-    sqlite3_stmt *st = stmt(s, Q_DEL_FIELDS);
-    if (!st)
-        return RK_E_DB;
-    sqlite3_bind_int64(st, 1, job_id);
-    int rc = step_done(s, st);
-    if (rc)
-        return rc;
+    sqlite3_stmt *st;
+    int rc;
+    if (replace) {
+        if (!(st = stmt(s, Q_DEL_FIELDS)))
+            return RK_E_DB;
+        sqlite3_bind_int64(st, 1, job_id);
+        if ((rc = step_done(s, st)) != 0)
+            return rc;
+    }
     for (size_t i = 0; i < r->n_fields; i++) {
         const rk_mapped_field *f = &r->fields[i];
         st = stmt(s, Q_ADD_FIELD);
@@ -742,28 +769,29 @@ int rk_store_save_fields(rk_store *s, int64_t job_id, const rk_result *r)
             return RK_E_DB;
         sqlite3_bind_int64(st, 1, job_id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
-        bind_text(st, 3, f->name);
-        bind_text(st, 4, f->value);
-        bind_text(st, 5, f->source);
-        bind_text(st, 6, f->xpath);
-        bind_text(st, 7, f->node);
+        /* the result outlives the step: no copies */
+        if (f->name)
+            sqlite3_bind_text(st, 3, f->name, -1, SQLITE_STATIC);
+        if (f->value)
+            sqlite3_bind_text(st, 4, f->value, -1, SQLITE_STATIC);
+        if (f->source)
+            sqlite3_bind_text(st, 5, f->source, -1, SQLITE_STATIC);
+        if (f->xpath)
+            sqlite3_bind_text(st, 6, f->xpath, -1, SQLITE_STATIC);
+        if (f->node)
+            sqlite3_bind_text(st, 7, f->node, -1, SQLITE_STATIC);
         if ((rc = step_done(s, st)) != 0)
             return rc;
     }
-    return 0;
-}
-
-int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r)
-{
-    int rc = rk_store_save_fields(s, job_id, r);
-    if (rc)
-        return rc;
-    sqlite3_stmt *st = stmt(s, Q_DEL_ANOM);
-    if (!st)
-        return RK_E_DB;
-    sqlite3_bind_int64(st, 1, job_id);
-    if ((rc = step_done(s, st)) != 0)
-        return rc;
+    if (!anomalies)
+        return 0;
+    if (replace) {
+        if (!(st = stmt(s, Q_DEL_ANOM)))
+            return RK_E_DB;
+        sqlite3_bind_int64(st, 1, job_id);
+        if ((rc = step_done(s, st)) != 0)
+            return rc;
+    }
     for (size_t i = 0; i < r->n_anomalies; i++) {
         const rk_anomaly *a = &r->anomalies[i];
         rc = rk_store_add_anomaly(s, job_id, a->code, a->field, a->severity, a->message);
@@ -771,6 +799,21 @@ int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r)
             return rc;
     }
     return 0;
+}
+
+int rk_store_save_fields(rk_store *s, int64_t job_id, const rk_result *r)
+{
+    return write_result(s, job_id, r, 1, 0);
+}
+
+int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r)
+{
+    return write_result(s, job_id, r, 1, 1);
+}
+
+int rk_store_add_result(rk_store *s, int64_t job_id, const rk_result *r)
+{
+    return write_result(s, job_id, r, 0, 1);
 }
 
 static char *col_dup(sqlite3_stmt *st, int i)
@@ -876,6 +919,15 @@ int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const c
     int rc = step_done(s, st);
     if (rc)
         return rc;
+    if (sqlite3_changes(s->db) == 1) {
+        /* made just now: pending, no attempts, this key */
+        memset(out, 0, sizeof *out);
+        out->id = sqlite3_last_insert_rowid(s->db);
+        snprintf(out->name, sizeof out->name, "%s", name);
+        snprintf(out->state, sizeof out->state, "pending");
+        snprintf(out->key, sizeof out->key, "%s", key);
+        return 0;
+    }
     st = stmt(s, Q_DLV_LOAD);
     if (!st)
         return RK_E_DB;

@@ -101,6 +101,9 @@ int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const cha
 int rk_store_save_fields(rk_store *s, int64_t job_id, const rk_result *r);
 /* Replaces the mapped fields and anomalies of a job with those of r. */
 int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r);
+/* The same for a job that has no fields and anomalies yet (processed for
+ * the first time since its intake): writes without deleting first. */
+int rk_store_add_result(rk_store *s, int64_t job_id, const rk_result *r);
 /* Appends one anomaly. */
 int rk_store_add_anomaly(rk_store *s, int64_t job_id, const char *code,
                          const char *field, rk_severity sev, const char *message);

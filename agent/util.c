@@ -270,18 +270,41 @@ int rk_random_hex(size_t n, char *out)
 
 /* ---- zlib -------------------------------------------------------------- */
 
+/* One deflate stream per call, with the window and hash table sized to
+ * the input: compress2() sets up for 32 KiB windows (about 268 KB of
+ * state, allocated and cleared per call), which cost more than the
+ * compression of a 2 KB document.  The output is an ordinary zlib stream
+ * (rk_inflate reads any window size). */
 int rk_deflate(const void *src, size_t len, void **out, size_t *outlen)
 {
-    uLongf bound = compressBound((uLong)len);
-    void *p = malloc(bound ? bound : 1);
-    if (!p)
+    int wbits = 9;
+    while (wbits < 15 && ((size_t)1 << wbits) < len)
+        wbits++;
+    int mem = wbits < 13 ? 6 : 8;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, wbits, mem,
+                     Z_DEFAULT_STRATEGY) != Z_OK)
         return -ENOMEM;
-    if (compress2(p, &bound, src, (uLong)len, Z_DEFAULT_COMPRESSION) != Z_OK) {
+    uLong bound = deflateBound(&z, (uLong)len);
+    void *p = malloc(bound ? bound : 1);
+    if (!p) {
+        deflateEnd(&z);
+        return -ENOMEM;
+    }
+    z.next_in = (Bytef *)(uintptr_t)src;
+    z.avail_in = (uInt)len;
+    z.next_out = p;
+    z.avail_out = (uInt)bound;
+    int rc = deflate(&z, Z_FINISH);
+    size_t n = (size_t)z.total_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
         free(p);
         return RK_E_FORMAT;
     }
     *out = p;
-    *outlen = bound;
+    *outlen = n;
     return 0;
 }
 

@@ -1,5 +1,5 @@
 /*
- * rekey_connector.h — the connector ABI, version 1.
+ * rekey_connector.h — the connector ABI, version 1.1.
  *
  * A connector is a shared object that moves one mapped record at a time
  * into a target system (a Fachverfahren).  It exports exactly one symbol,
@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define RK_CONNECTOR_ABI_MAJOR 1
-#define RK_CONNECTOR_ABI_MINOR 0
+#define RK_CONNECTOR_ABI_MINOR 1 /* 1.1: deliver_batch */
 #define RK_CONNECTOR_ABI_VERSION \
     ((uint32_t)((RK_CONNECTOR_ABI_MAJOR << 16) | RK_CONNECTOR_ABI_MINOR))
 #define RK_CONNECTOR_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
@@ -150,7 +150,35 @@ typedef struct rk_connector {
 
     /* Release the instance.  Never fails. */
     void (*close)(void *instance);
+
+    /* ---- ABI 1.1 ------------------------------------------------------ */
+
+    /* Optional (NULL: the host calls deliver() once per record).  Delivers
+     * n records (n >= 1) in one go, typically in one transaction of the
+     * target, and answers each one: status[i] and results[i] mean for
+     * records[i] what deliver()'s answer and result mean for one record.
+     * The host sets every status[i] to RETRY with an empty message before
+     * the call, so a record the connector does not answer is tried again.
+     * An OK must be durable in the target when the call returns: when the
+     * closing commit fails, the connector turns the OKs of the records it
+     * wrote into RETRY.  One record that can never go in (PERMANENT) must
+     * not keep the others out.  FATAL for any record makes the host close
+     * the instance; records answered OK are delivered, the rest are tried
+     * again after a resume.  Idempotency keys work as with deliver().
+     * Same threading as deliver(): a worker thread, never concurrently
+     * on one instance.  The arrays and what they point to are the host's,
+     * valid during the call.  The host only calls it when the plugin's
+     * abi_version minor is at least 1 and struct_size covers the field. */
+    void (*deliver_batch)(void *instance, size_t n, const rk_record *const *records,
+                          rk_deliver_result *const *results, rk_deliver_status *status);
 } rk_connector;
+
+/* 1 when the descriptor d has a deliver_batch the host may call. */
+#define RK_CONNECTOR_HAS_BATCH(d)                                             \
+    (RK_CONNECTOR_ABI_MINOR_OF((d)->abi_version) >= 1 &&                     \
+     (d)->struct_size >= offsetof(rk_connector, deliver_batch) +             \
+                             sizeof((d)->deliver_batch) &&                    \
+     (d)->deliver_batch != NULL)
 
 typedef const rk_connector *(*rk_connector_entry_fn)(void);
 

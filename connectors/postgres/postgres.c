@@ -647,6 +647,107 @@ static rk_deliver_status pg_deliver(void *instance, const rk_record *rec,
     return o.conn_lost ? RK_DELIVER_RETRY : o.st;
 }
 
+/* Runs a transaction-control statement; 0, or -1 with *o and res's
+ * message set. */
+static int pg_txn(pg_inst *in, const char *sql, rk_deliver_result *res, pg_outcome *o)
+{
+    PGresult *r = pg_run(in, sql, 0, NULL, 0, sql, res, o);
+    if (!r)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+/*
+ * ABI 1.1: the records of a batch in one transaction, so one commit of
+ * the target carries them all.  Each record is written under a savepoint:
+ * PostgreSQL aborts the whole transaction at the first failed statement,
+ * so a record the target refuses (PERMANENT) is rolled back to its
+ * savepoint and the others go in.  An error about the connection or the
+ * database (RETRY, FATAL) rolls the transaction back and answers that for
+ * every record not refused; a failed COMMIT turns the OKs into RETRY.
+ * No reconnect-and-repeat inside a batch: the host sends it again.
+ */
+static void pg_deliver_batch(void *instance, size_t n, const rk_record *const *records,
+                             rk_deliver_result *const *results, rk_deliver_status *status)
+{
+    pg_inst *in = instance;
+    if (PQstatus(in->conn) != CONNECTION_OK) {
+        PQreset(in->conn);
+        pg_forget_cols(in);
+    }
+    pg_outcome o = {RK_DELIVER_OK, 0};
+    size_t i = n, bad = n;
+    char why[600] = "";
+    if (PQstatus(in->conn) != CONNECTION_OK) {
+        char m[256];
+        pg_conn_error(in->conn, m, sizeof m);
+        snprintf(why, sizeof why, "no connection to the target database: %s", m);
+        o.st = RK_DELIVER_RETRY;
+    } else if (pg_txn(in, "BEGIN", results[0], &o) == 0) {
+        for (i = 0; i < n; i++) {
+            status[i] = pg_check_record(records[i], results[i]);
+            if (status[i] != RK_DELIVER_OK)
+                continue; /* refused before anything was written */
+            if (pg_txn(in, "SAVEPOINT rk_record", results[i], &o) != 0) {
+                bad = i;
+                break;
+            }
+            pg_outcome a = pg_attempt(in, records[i], results[i]);
+            if (a.conn_lost || a.st == RK_DELIVER_RETRY || a.st == RK_DELIVER_FATAL) {
+                o = a;
+                if (o.conn_lost)
+                    o.st = RK_DELIVER_RETRY;
+                bad = i;
+                break;
+            }
+            status[i] = a.st;
+            if (pg_txn(in, a.st == RK_DELIVER_OK ? "RELEASE SAVEPOINT rk_record"
+                                                 : "ROLLBACK TO SAVEPOINT rk_record",
+                       results[i], &o) != 0) {
+                bad = i;
+                break;
+            }
+        }
+        if (i == n) {
+            rk_deliver_result *r0 = results[0];
+            char keep[1024];
+            snprintf(keep, sizeof keep, "%s", r0->message ? r0->message : "");
+            if (pg_txn(in, "COMMIT", r0, &o) == 0)
+                return;
+            snprintf(why, sizeof why, "%s", r0->message ? r0->message : "commit failed");
+            if (r0->message && r0->message_size)
+                snprintf(r0->message, r0->message_size, "%s", keep);
+            bad = n;
+        } else {
+            snprintf(why, sizeof why, "%s",
+                     bad < n && results[bad]->message ? results[bad]->message : "");
+        }
+        if (PQstatus(in->conn) == CONNECTION_OK) {
+            PGresult *r = PQexec(in->conn, "ROLLBACK");
+            PQclear(r);
+        }
+        pg_forget_cols(in);
+    } else {
+        snprintf(why, sizeof why, "%s", results[0]->message ? results[0]->message : "");
+        bad = n;
+    }
+    /* nothing of this batch is in the target */
+    rk_deliver_status st = o.st == RK_DELIVER_FATAL ? RK_DELIVER_FATAL : RK_DELIVER_RETRY;
+    for (size_t j = 0; j < n; j++) {
+        if (j == bad) {
+            status[j] = st;
+            continue; /* answered with its own message */
+        }
+        if (j < i && j < bad && status[j] == RK_DELIVER_PERMANENT)
+            continue;
+        status[j] = st;
+        pg_msg(results[j], "not written: the batch was rolled back (%s)", why);
+        if (results[j]->target_id && results[j]->target_id_size)
+            results[j]->target_id[0] = '\0';
+    }
+}
+
 static void pg_close(void *instance)
 {
     pg_inst *in = instance;
@@ -663,12 +764,13 @@ static const rk_connector pg_descriptor = {
     .abi_version = RK_CONNECTOR_ABI_VERSION,
     .struct_size = sizeof(rk_connector),
     .name = "postgres",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "inserts one row per record into a table of a PostgreSQL database",
     .settings = pg_settings,
     .open = pg_open,
     .deliver = pg_deliver,
     .close = pg_close,
+    .deliver_batch = pg_deliver_batch,
 };
 
 RK_CONNECTOR_EXPORT const rk_connector *rk_connector_entry(void)

@@ -528,25 +528,33 @@ static rk_deliver_status sq_check_record(const rk_record *rec, rk_deliver_result
     return RK_DELIVER_OK;
 }
 
-/*
- * Inserts the record.  A new row answers OK with its rowid; a key that is
- * already there answers OK with the existing row's rowid (the earlier
- * delivery went in, this one changes nothing).
- */
-static rk_deliver_status sq_deliver(void *instance, const rk_record *rec,
-                                    rk_deliver_result *res)
+/* Switches to WAL when open() could not (another writer was busy). */
+static int sq_wal(sq_inst *in, rk_deliver_result *res)
 {
-    sq_inst *in = instance;
-    rk_deliver_status st = sq_check_record(rec, res);
-    if (st != RK_DELIVER_OK)
-        return st;
     if (in->wal_pending) {
         if (sqlite3_exec(in->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
             sq_msg(res, "target database is busy: %s", sqlite3_errmsg(in->db));
-            return RK_DELIVER_RETRY;
+            return -1;
         }
         in->wal_pending = 0;
     }
+    return 0;
+}
+
+/*
+ * Inserts the record (in the caller's transaction, or on its own).  A new
+ * row answers OK with its rowid; a key that is already there answers OK
+ * with the existing row's rowid (the earlier delivery went in, this one
+ * changes nothing).  A failed INSERT leaves nothing behind: SQLite undoes
+ * one statement that fails, and the transaction around it stays open
+ * unless the error was one that ends it (I/O, full disk), which the
+ * caller checks with sqlite3_get_autocommit.
+ */
+static rk_deliver_status sq_put(sq_inst *in, const rk_record *rec, rk_deliver_result *res)
+{
+    rk_deliver_status st = sq_check_record(rec, res);
+    if (st != RK_DELIVER_OK)
+        return st;
     if ((st = sq_ensure_table(in, rec, res)) != RK_DELIVER_OK)
         return st;
 
@@ -607,6 +615,84 @@ sqlerr:
     return st;
 }
 
+static rk_deliver_status sq_deliver(void *instance, const rk_record *rec,
+                                    rk_deliver_result *res)
+{
+    sq_inst *in = instance;
+    if (sq_wal(in, res))
+        return RK_DELIVER_RETRY;
+    return sq_put(in, rec, res);
+}
+
+/*
+ * ABI 1.1: all records in one transaction, so one commit (one fsync with
+ * the target's synchronous = FULL) carries the whole batch.  A record
+ * refused (PERMANENT) is left out and the others go in.  An error about
+ * the database rather than the record (busy, I/O, full disk: RETRY or
+ * FATAL) rolls the whole transaction back and answers it for every record
+ * written so far and every one not yet tried.  A failed COMMIT turns every
+ * OK into RETRY: nothing of the batch is in the target.
+ */
+static void sq_deliver_batch(void *instance, size_t n, const rk_record *const *records,
+                             rk_deliver_result *const *results, rk_deliver_status *status)
+{
+    sq_inst *in = instance;
+    if (sq_wal(in, results[0])) {
+        for (size_t i = 0; i < n; i++) {
+            status[i] = RK_DELIVER_RETRY;
+            if (i)
+                sq_msg(results[i], "%s", results[0]->message);
+        }
+        return;
+    }
+    int rc = sqlite3_exec(in->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rk_deliver_status st = sq_status(rc);
+        for (size_t i = 0; i < n; i++) {
+            status[i] = st;
+            sq_msg(results[i], "cannot begin a transaction in the target: %s",
+                   sqlite3_errmsg(in->db));
+        }
+        return;
+    }
+    size_t i = 0;
+    rk_deliver_status abort_st = RK_DELIVER_OK;
+    for (; i < n; i++) {
+        status[i] = sq_put(in, records[i], results[i]);
+        if (status[i] == RK_DELIVER_RETRY || status[i] == RK_DELIVER_FATAL ||
+            sqlite3_get_autocommit(in->db)) {
+            abort_st = status[i] == RK_DELIVER_FATAL ? RK_DELIVER_FATAL : RK_DELIVER_RETRY;
+            status[i] = abort_st; /* the transaction ended under it: not the record's fault */
+            break;
+        }
+    }
+    if (abort_st == RK_DELIVER_OK) {
+        rc = sqlite3_exec(in->db, "COMMIT", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return;
+        abort_st = sq_status(rc) == RK_DELIVER_FATAL ? RK_DELIVER_FATAL : RK_DELIVER_RETRY;
+        sq_log(in, RK_LOG_WARN, "commit of %zu records failed: %s", n,
+               sqlite3_errmsg(in->db));
+        i = n;
+    }
+    /* nothing of this batch is in the target */
+    char why[600];
+    snprintf(why, sizeof why, "%s", i < n ? results[i]->message : sqlite3_errmsg(in->db));
+    if (!sqlite3_get_autocommit(in->db))
+        sqlite3_exec(in->db, "ROLLBACK", NULL, NULL, NULL);
+    sq_forget(in);
+    for (size_t j = 0; j < n; j++) {
+        if (j == i)
+            continue; /* answered with its own message */
+        if (j < i && status[j] == RK_DELIVER_PERMANENT)
+            continue;
+        status[j] = abort_st;
+        sq_msg(results[j], "not written: the batch was rolled back (%s)", why);
+        if (results[j]->target_id && results[j]->target_id_size)
+            results[j]->target_id[0] = '\0';
+    }
+}
+
 static void sq_close(void *instance)
 {
     sq_inst *in = instance;
@@ -622,12 +708,13 @@ static const rk_connector sq_descriptor = {
     .abi_version = RK_CONNECTOR_ABI_VERSION,
     .struct_size = sizeof(rk_connector),
     .name = "sqlite",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "inserts one row per record into a table of an SQLite database",
     .settings = sq_settings,
     .open = sq_open,
     .deliver = sq_deliver,
     .close = sq_close,
+    .deliver_batch = sq_deliver_batch,
 };
 
 RK_CONNECTOR_EXPORT const rk_connector *rk_connector_entry(void)

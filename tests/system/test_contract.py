@@ -17,7 +17,8 @@ PLUGINS = os.path.join(ROOT, "tests", "unit", "plugins")
 CONNECTORS = os.path.join(ROOT, "connectors")
 # the checks every run that opens reaches, in order
 CHECKS = ["load", "abi", "name", "settings table", "given settings", "unknown key", "open",
-          "deliver", "same key again", "NULL value", "non-ASCII value", "close", "leaks",
+          "deliver", "same key again", "NULL value", "non-ASCII value", "deliver_batch",
+          "close", "leaks",
           "secrets"]
 SECRET = "tok-SECRET-4711"
 
@@ -50,7 +51,7 @@ def assert_passes(p, secret=None):
     assert all(ok for ok, _ in checks.values()), p.stdout
     assert [c for c in checks if c in CHECKS] == CHECKS
     assert summary == f"{len(checks)} passed, 0 failed"
-    assert re.fullmatch(r"version 1\.0, descriptor \d+ bytes", checks["abi"][1])
+    assert re.fullmatch(r"version 1\.[01], descriptor \d+ bytes", checks["abi"][1])
     assert re.match(r"\d+ x open/close: open fds (\d+) -> \1, threads (\d+) -> \2, ",
                     checks["leaks"][1]), checks["leaks"]
     if secret:
@@ -69,10 +70,14 @@ def test_sqlite_passes(tmp_path):
     rows = con.execute("SELECT name, ort, hinweis FROM contract ORDER BY rowid").fetchall()
     keys = con.execute("SELECT rk_idempotency_key FROM contract").fetchall()
     con.close()
-    # the repeated key left one row; NULL and umlauts arrived as given
+    # the repeated key left one row; NULL and umlauts arrived as given;
+    # the batch (ABI 1.1) wrote two rows, its repeated key updated the first
     assert rows == [("Mustermann", "Berlin", "rekey contract test"),
                     ("Beispiel", None, "a field without value"),
-                    ("Müßig-Öztürk", "Köln", "äöü ÄÖÜ ß €")]
+                    ("Müßig-Öztürk", "Köln", "äöü ÄÖÜ ß €"),
+                    ("Stapel", "Hamburg", "batch record 1 again"),
+                    ("Reihe", "Bremen", "batch record 2")]
+    assert checks["deliver_batch"][1].startswith("3 records in one call: OK, OK, OK")
     assert all(re.fullmatch(r"[0-9a-f]{32}:contract", k) for (k,) in keys)
 
 
@@ -136,7 +141,10 @@ def test_postgres_passes(pg_server):
                                     f"conninfo={pg_server.conninfo}", "table=contract"),
                            secret=pg_server.conninfo)
     assert checks["secrets"][1].startswith("'conninfo' never shown")
-    assert pg_server.psql("SELECT count(*) FROM contract") == "3"
+    # three single deliveries and a batch (ABI 1.1) of two new keys and
+    # the first one's again
+    assert checks["deliver_batch"][1].startswith("3 records in one call: OK, OK, OK")
+    assert pg_server.psql("SELECT count(*) FROM contract") == "5"
     assert pg_server.psql("SELECT count(*) FROM contract WHERE ort IS NULL") == "1"
     assert pg_server.psql("SELECT ort FROM contract WHERE name = 'Müßig-Öztürk'") == "Köln"
 
@@ -164,7 +172,7 @@ def test_rest_passes(tmp_path):
 # ---- broken plugins fail ---------------------------------------------------
 
 @pytest.mark.parametrize("plugin,want", [
-    ("abi2", "was built for ABI 2.0, this rekey speaks ABI 1.0"),
+    ("abi2", "was built for ABI 2.0, this rekey speaks ABI 1.1"),
     ("noentry", "does not export rk_connector_entry()"),
     ("nulldesc", "rk_connector_entry() returned no descriptor"),
     ("smallstruct", "has a descriptor of"),

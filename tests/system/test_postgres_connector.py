@@ -46,7 +46,7 @@ def test_postgres_connector(pg_server):
     p = run_pgtest(pg_server.conninfo)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
-    assert "[  PASSED  ] 8 test(s)." in out, out
+    assert "[  PASSED  ] 9 test(s)." in out, out
     assert "FAILED" not in out, out
     # The conninfo is secret: nothing prints it.
     assert pg_server.conninfo not in out

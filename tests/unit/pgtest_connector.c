@@ -139,7 +139,7 @@ static int group_setup(void **state)
     }
     PGresult *r = PQexec(adm, "SET client_min_messages = warning; "
                               "DROP TABLE IF EXISTS antrag, wieder, gesperrt, streng, typed, "
-                              "fehlt; DROP SCHEMA IF EXISTS rk_s CASCADE");
+                              "fehlt, stapel; DROP SCHEMA IF EXISTS rk_s CASCADE");
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     return ok ? 0 : -1;
@@ -310,6 +310,42 @@ static void test_pg_constraint_and_type(void **state)
     assert_string_equal(adm_value("SELECT alter_jahre FROM typed"), "42");
 }
 
+/* ABI 1.1: a batch in one transaction; the refused record is rolled back
+ * to its savepoint and the others go in; a repeated key in the batch
+ * updates its row. */
+static void test_pg_batch(void **state)
+{
+    (void)state;
+    adm_exec("CREATE TABLE stapel (rk_id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, "
+             "rk_idempotency_key TEXT UNIQUE NOT NULL, rk_submission TEXT, "
+             "rk_delivered_at TIMESTAMPTZ NOT NULL DEFAULT now())");
+    rk_conn *c = open_pg("stapel", NULL);
+    assert_true(rk_conn_can_batch(c));
+    rk_kv g1[] = {{"name", "Muster"}}, bad[] = {{"name", NULL}}, g2[] = {{"name", "Probe"}};
+    rk_record r[4] = {{sizeof r[0], "key-1", "sub-1", "fischereischein", g1, 1},
+                      {sizeof r[0], "key-2", "sub-2", "fischereischein", bad, 1},
+                      {sizeof r[0], "key-3", "sub-3", "fischereischein", g2, 1},
+                      {sizeof r[0], "key-1", "sub-1", "fischereischein", g2, 1}};
+    const rk_record *rp[4] = {&r[0], &r[1], &r[2], &r[3]};
+    answer a[4];
+    rk_conn_answer out[4];
+    memset(a, 0, sizeof a);
+    for (int i = 0; i < 4; i++)
+        out[i] = (rk_conn_answer){RK_DELIVER_RETRY, a[i].msg, sizeof a[i].msg, a[i].tid,
+                                  sizeof a[i].tid, 0};
+    rk_conn_deliver_batch(c, 4, rp, out);
+    assert_int_equal(out[0].status, RK_DELIVER_OK);
+    assert_int_equal(out[1].status, RK_DELIVER_PERMANENT);
+    assert_non_null(strstr(a[1].msg, "SQLSTATE 23502"));
+    assert_int_equal(out[2].status, RK_DELIVER_OK);
+    assert_int_equal(out[3].status, RK_DELIVER_OK);
+    assert_string_equal(a[3].tid, a[0].tid);
+    rk_conn_close(c);
+    assert_string_equal(adm_value("SELECT count(*) FROM stapel"), "2");
+    assert_string_equal(adm_value("SELECT name FROM stapel WHERE rk_idempotency_key = 'key-1'"),
+                        "Probe");
+}
+
 static void test_pg_no_create(void **state)
 {
     (void)state;
@@ -429,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_pg_identifiers),
         cmocka_unit_test(test_pg_secret_never_shown),
         cmocka_unit_test(test_pg_constraint_and_type),
+        cmocka_unit_test(test_pg_batch),
         cmocka_unit_test(test_pg_no_create),
         cmocka_unit_test(test_pg_reconnect),
         cmocka_unit_test(test_pg_lock_retry),

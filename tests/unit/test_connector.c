@@ -207,14 +207,14 @@ static void test_plugins_refused(void **state)
 {
     (void)state;
     assert_string_equal(refused(PLUGINS, "abi2"),
-                        "connector 'abi2' was built for ABI 2.0, this rekey speaks ABI 1.0");
+                        "connector 'abi2' was built for ABI 2.0, this rekey speaks ABI 1.1");
     const char *m = refused(PLUGINS, "noentry");
     assert_non_null(strstr(m, "connector 'noentry'"));
     assert_non_null(strstr(m, "does not export rk_connector_entry()"));
     char want[160];
     snprintf(want, sizeof want,
              "connector 'smallstruct' has a descriptor of %zu bytes, ABI 1 needs at least %zu",
-             offsetof(rk_connector, deliver), sizeof(rk_connector));
+             offsetof(rk_connector, deliver), offsetof(rk_connector, deliver_batch));
     assert_string_equal(refused(PLUGINS, "smallstruct"), want);
     assert_string_equal(refused(PLUGINS, "nulldesc"),
                         "connector 'nulldesc': rk_connector_entry() returned no descriptor");
@@ -222,7 +222,23 @@ static void test_plugins_refused(void **state)
                         "connector 'nodeliver' has no deliver in its descriptor");
     /* Loaded by path, the message names the file without ".so". */
     assert_string_equal(refused(NULL, PLUGINS "/abi2.so"),
-                        "connector 'abi2' was built for ABI 2.0, this rekey speaks ABI 1.0");
+                        "connector 'abi2' was built for ABI 2.0, this rekey speaks ABI 1.1");
+}
+
+/* A plugin built against ABI 1.0 loads and delivers one record at a
+ * time: the host never reads past its descriptor for deliver_batch. */
+static void test_abi10_plugin(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    rk_conn *c = rk_conn_open(load(PLUGINS, "abi10"), "fischereischein", NULL, 0, err,
+                              sizeof err);
+    if (!c)
+        fail_msg("open: %s", err);
+    assert_false(rk_conn_can_batch(c));
+    rk_kv f[] = {{"nachname", "Muster"}};
+    assert_int_equal(deliver(c, "key-1", f, 1).st, RK_DELIVER_OK);
+    rk_conn_close(c);
 }
 
 /* ---- settings ----------------------------------------------------------- */
@@ -636,6 +652,66 @@ static void test_sqlite_constraint(void **state)
     assert_int_equal(q_int(db, "SELECT count(*) FROM streng"), 1);
 }
 
+/* ABI 1.1: a batch goes in as one transaction; a record the target
+ * refuses is left out without keeping the others out; a repeated key
+ * updates its row; a locked target answers RETRY for every record and
+ * leaves nothing behind. */
+static void test_sqlite_batch(void **state)
+{
+    (void)state;
+    const char *db = tmp_path("batch.db");
+    exec_sql(db, "CREATE TABLE stapel (name TEXT NOT NULL, "
+                 "rk_idempotency_key TEXT UNIQUE NOT NULL, rk_submission TEXT, "
+                 "rk_delivered_at TEXT)");
+    rk_conn *c = open_sqlite(db, "stapel", "busy_timeout_ms", "50", NULL);
+    assert_true(rk_conn_can_batch(c));
+    rk_kv good1[] = {{"name", "Muster"}}, bad[] = {{"name", NULL}}, good2[] = {{"name", "Probe"}};
+    rk_record r[4] = {mkrec("key-1", good1, 1), mkrec("key-2", bad, 1), mkrec("key-3", good2, 1),
+                      mkrec("key-1", good2, 1)};
+    const rk_record *rp[4] = {&r[0], &r[1], &r[2], &r[3]};
+    answer a[4];
+    rk_conn_answer out[4];
+    memset(a, 0, sizeof a);
+    for (int i = 0; i < 4; i++)
+        out[i] = (rk_conn_answer){RK_DELIVER_RETRY, a[i].msg, sizeof a[i].msg, a[i].tid,
+                                  sizeof a[i].tid, 0};
+    rk_conn_deliver_batch(c, 4, rp, out);
+    assert_int_equal(out[0].status, RK_DELIVER_OK);
+    assert_string_equal(a[0].tid, "1");
+    assert_int_equal(out[1].status, RK_DELIVER_PERMANENT);
+    assert_string_equal(a[1].msg, "insert into 'stapel' failed: NOT NULL constraint failed: "
+                                  "stapel.name");
+    assert_string_equal(a[1].tid, "");
+    assert_int_equal(out[2].status, RK_DELIVER_OK);
+    assert_string_equal(a[2].tid, "2");
+    assert_int_equal(out[3].status, RK_DELIVER_OK); /* key-1 again, in the same batch */
+    assert_string_equal(a[3].tid, "1");
+    assert_int_equal(q_int(db, "SELECT count(*) FROM stapel"), 2);
+    assert_string_equal(q_text(db, "SELECT name FROM stapel WHERE rk_idempotency_key = 'key-1'"),
+                        "Probe");
+
+    /* locked by another writer: nothing goes in, everything is RETRY */
+    sqlite3 *h = NULL;
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    rk_record r2[2] = {mkrec("key-4", good1, 1), mkrec("key-5", good2, 1)};
+    const rk_record *rp2[2] = {&r2[0], &r2[1]};
+    for (int i = 0; i < 2; i++)
+        out[i] = (rk_conn_answer){RK_DELIVER_OK, a[i].msg, sizeof a[i].msg, a[i].tid,
+                                  sizeof a[i].tid, 0};
+    rk_conn_deliver_batch(c, 2, rp2, out);
+    assert_int_equal(out[0].status, RK_DELIVER_RETRY);
+    assert_int_equal(out[1].status, RK_DELIVER_RETRY);
+    assert_non_null(strstr(a[1].msg, "locked"));
+    assert_int_equal(sqlite3_exec(h, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    rk_conn_deliver_batch(c, 2, rp2, out);
+    assert_int_equal(out[0].status, RK_DELIVER_OK);
+    assert_int_equal(out[1].status, RK_DELIVER_OK);
+    rk_conn_close(c);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM stapel"), 4);
+}
+
 static void test_sqlite_no_create(void **state)
 {
     (void)state;
@@ -732,6 +808,7 @@ int main(void)
         cmocka_unit_test(test_load_search_path),
         cmocka_unit_test(test_load_not_found),
         cmocka_unit_test(test_plugins_refused),
+        cmocka_unit_test(test_abi10_plugin),
         cmocka_unit_test(test_settings_defaults),
         cmocka_unit_test(test_settings_unknown),
         cmocka_unit_test(test_settings_missing_and_twice),
@@ -745,6 +822,7 @@ int main(void)
         cmocka_unit_test(test_sqlite_identifiers),
         cmocka_unit_test(test_sqlite_busy),
         cmocka_unit_test(test_sqlite_constraint),
+        cmocka_unit_test(test_sqlite_batch),
         cmocka_unit_test(test_sqlite_no_create),
         cmocka_unit_test(test_sqlite_existing_table),
         cmocka_unit_test(test_sqlite_cannot_open),

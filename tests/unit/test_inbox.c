@@ -50,6 +50,7 @@ typedef struct fx {
     int recovered; /* claims reported as leftovers of a dead instance */
     rk_inbox *stop_on_claim;
     rk_inbox *scan_on_claim;
+    int hold_at; /* rk_inbox_hold(in, 1) from the callback at this claim */
     int closed;
 } fx;
 
@@ -101,6 +102,10 @@ static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, i
         rk_inbox *other = f->scan_on_claim;
         f->scan_on_claim = NULL;
         rk_inbox_scan(other);
+    }
+    if (f->hold_at && f->n == f->hold_at) {
+        f->hold_at = 0;
+        rk_inbox_hold(in, 1);
     }
     if (f->stop_on_claim == in)
         rk_inbox_stop(in, NULL, NULL);
@@ -371,6 +376,36 @@ static void test_renamed_in(void **state)
     assert_int_equal(f->n, 2);
     assert_string_equal(f->c[1].name, "new.xml");
     assert_string_equal(slurp(f->c[1].path), "<new/>");
+    finish(f, in, NULL);
+}
+
+/* Bounded claiming: a scan looks at list_max files at a time (and goes on
+ * with the next ones while it claims), a hold set from the callback
+ * stops it at once, the held inbox is not idle and claims nothing on its
+ * rescans, and releasing the hold claims the rest. */
+static void test_hold_and_list_max(void **state)
+{
+    fx *f = *state;
+    rk_inbox *in = start(f, 0);
+    for (int i = 0; i < 20; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "f%02d.xml", i);
+        drop(f->inbox, name, "<a/>", 4);
+    }
+    rk_inbox_set_list_max(in, 6);
+    f->hold_at = 8;
+    rk_inbox_scan(in);
+    assert_int_equal(f->n, 8);
+    assert_false(rk_inbox_idle(in));
+    run_for(f, 3 * RESCAN);
+    assert_int_equal(f->n, 8);   /* held: the rescans claim nothing */
+    assert_false(rk_inbox_idle(in));
+    assert_int_equal(count_entries(f->inbox), 12 + 1); /* and .claimed */
+    rk_inbox_hold(in, 0);
+    assert_int_equal(f->n, 20);
+    assert_false(f->dup_name);
+    run_for(f, 2 * RESCAN);
+    assert_true(rk_inbox_idle(in));
     finish(f, in, NULL);
 }
 
@@ -893,6 +928,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_settles_before_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renamed_in, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_and_list_max, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_inboxes_claim_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_processes_claim_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ignored_entries, setup, teardown),

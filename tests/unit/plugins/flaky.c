@@ -75,7 +75,7 @@ static void f_close(void *inst) { free(inst); }
 
 static const rk_connector desc = {
     RK_CONNECTOR_ABI_VERSION, sizeof(rk_connector), "flaky", "1", "test plugin", settings,
-    f_open, f_deliver, f_close,
+    f_open, f_deliver, f_close, NULL,
 };
 
 RK_CONNECTOR_EXPORT const rk_connector *rk_connector_entry(void) { return &desc; }
