@@ -8,7 +8,9 @@
  * stands for the regular files directly inside it (no recursion, dot files
  * skipped).  Prints "fuzz_NAME: replayed N input(s)" on stdout, counting
  * the inputs that were read; exits 1 when an argument could not be read.
- * A broken contract aborts inside LLVMFuzzerTestOneInput.
+ * A broken contract aborts inside LLVMFuzzerTestOneInput.  A harness may
+ * define RK_FUZZ_REPLAY_CLEANUP() (e.g. xmlCleanupParser()), run at the end
+ * so leak checkers see library state released.
  */
 #ifdef RK_FUZZ_REPLAY_MAIN
 #include <dirent.h>
@@ -72,6 +74,9 @@ int main(int argc, char **argv)
         closedir(d);
     }
     printf(RK_FUZZ_NAME ": replayed %d input(s)\n", n);
+#ifdef RK_FUZZ_REPLAY_CLEANUP
+    RK_FUZZ_REPLAY_CLEANUP();
+#endif
     if (bad)
         fprintf(stderr, RK_FUZZ_NAME ": %d input(s) could not be read\n", bad);
     return bad ? 1 : 0;
