@@ -1463,6 +1463,26 @@ int64_t rk_store_data_version(rk_store *s)
     return scalar(s, "PRAGMA data_version", 0, NULL);
 }
 
+/* Steps st to its end and finalizes it: one JSON object per row of the job
+ * lists, named by the columns, "overdue" as a boolean.  The caller owns the
+ * array. */
+static json_t *job_rows_json(sqlite3_stmt *st)
+{
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++) {
+            const char *name = sqlite3_column_name(st, i);
+            if (strcmp(name, "overdue") == 0)
+                json_object_set_new(o, name, json_boolean(sqlite3_column_int(st, i)));
+            else
+                json_object_set_new(o, name, col_json(st, i));
+        }
+        json_array_append_new(arr, o);
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
 json_t *rk_store_find_json(rk_store *s, const rk_list_filter *f)
 {
     static const char sql[] =
@@ -1503,20 +1523,7 @@ json_t *rk_store_find_json(rk_store *s, const rk_list_filter *f)
     sqlite3_bind_int(st, 10, f->overdue ? 1 : 0);
     sqlite3_bind_int64(st, 11, f->before_id);
     sqlite3_bind_int64(st, 12, f->limit ? (sqlite3_int64)f->limit : -1);
-    json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        json_t *o = json_object();
-        for (int i = 0; i < sqlite3_column_count(st); i++) {
-            const char *name = sqlite3_column_name(st, i);
-            if (strcmp(name, "overdue") == 0)
-                json_object_set_new(o, name, json_boolean(sqlite3_column_int(st, i)));
-            else
-                json_object_set_new(o, name, col_json(st, i));
-        }
-        json_array_append_new(arr, o);
-    }
-    sqlite3_finalize(st);
-    return arr;
+    return job_rows_json(st);
 }
 
 json_t *rk_store_events_json(rk_store *s, const char *since, const char *job,
@@ -1779,18 +1786,5 @@ json_t *rk_store_search_json(rk_store *s, const rk_list_filter *f, const char *t
     sqlite3_bind_int(st, 6, f->overdue ? 1 : 0);
     sqlite3_bind_int64(st, 7, f->before_id);
     sqlite3_bind_int64(st, 8, f->limit ? (sqlite3_int64)f->limit : -1);
-    json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        json_t *o = json_object();
-        for (int i = 0; i < sqlite3_column_count(st); i++) {
-            const char *name = sqlite3_column_name(st, i);
-            if (strcmp(name, "overdue") == 0)
-                json_object_set_new(o, name, json_boolean(sqlite3_column_int(st, i)));
-            else
-                json_object_set_new(o, name, col_json(st, i));
-        }
-        json_array_append_new(arr, o);
-    }
-    sqlite3_finalize(st);
-    return arr;
+    return job_rows_json(st);
 }
