@@ -48,30 +48,35 @@ struct rk_dash {
 
 /* ---- escaping and small writers -------------------------------------------- */
 
-int rk_html_escape(rk_buf *b, const char *text)
+/* rk_html_escape of n bytes at text (which need not end in a NUL). */
+static int escape_n(rk_buf *b, const char *text, size_t n)
 {
-    if (!text)
-        return 0;
-    const char *run = text;
+    const char *run = text, *end = text + n;
     for (const char *p = text;; p++) {
         const char *rep = NULL;
-        switch (*p) {
-        case '&': rep = "&amp;"; break;
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '"': rep = "&quot;"; break;
-        case '\'': rep = "&#39;"; break;
-        case '\0': break;
-        default: continue;
+        if (p < end) {
+            switch (*p) {
+            case '&': rep = "&amp;"; break;
+            case '<': rep = "&lt;"; break;
+            case '>': rep = "&gt;"; break;
+            case '"': rep = "&quot;"; break;
+            case '\'': rep = "&#39;"; break;
+            default: continue;
+            }
         }
         if (p > run && rk_buf_append(b, run, (size_t)(p - run)) != 0)
             return RK_E_LIMIT;
-        if (!*p)
+        if (p == end)
             return 0;
         if (rk_buf_append(b, rep, strlen(rep)) != 0)
             return RK_E_LIMIT;
         run = p + 1;
     }
+}
+
+int rk_html_escape(rk_buf *b, const char *text)
+{
+    return text ? escape_n(b, text, strlen(text)) : 0;
 }
 
 #define esc rk_html_escape
@@ -105,6 +110,218 @@ static void url_part(rk_buf *b, const char *s)
         else
             putf(b, "%%%02X", *p);
     }
+}
+
+/* ---- the Grund of the Verlauf in German ------------------------------------- */
+
+/*
+ * The engine and the review module write the reason of each event in
+ * English (rekeyctl events, the API and the tests read that stored text, and
+ * the audit trail stays as written); the clerk reads German.  So the page
+ * translates when it renders: every reason text the code writes is a pattern
+ * here with its German template.
+ *
+ * Patterns: "%s" stands for any text (possibly empty, matched as short as
+ * the rest of the pattern allows), "%d" for one or more digits, "%n" for a
+ * connector's name (no space, ':' or ';').  Templates: "%1".."%3" put the
+ * captured parts back, in the pattern's order.  Literal and captured parts
+ * are both escaped, so a file name or a connector's message is shown but
+ * never taken as markup.  A text no pattern matches is shown unchanged.
+ *
+ * A delivery round writes one part per connector, joined by "; "
+ * ("sqlite: delivered, target id 2; rest: attempt 3: HTTP 503"); each part
+ * is translated on its own.  A connector's message (after "NAME: ...: ")
+ * comes from the plugin and stays as it is.
+ */
+typedef struct reason_pat {
+    const char *en, *de;
+} reason_pat;
+
+/* the texts of a whole event (agent/engine.c, agent/store.c, agent/review.c);
+ * the longer of two patterns with the same start comes first */
+static const reason_pat k_reasons[] = {
+    {"taken from %s", "eingegangen aus %1"},
+    {"valid against the job's XSD", "gültig nach dem XSD der Antragsart"},
+    {"SCHEMA: document violates the job's XSD",
+     "SCHEMA: das Dokument verletzt das XSD der Antragsart"},
+    {"%d fields mapped by job %s version %d", "%1 Felder übernommen (Antragsart %2, Version %3)"},
+    {"held: %s", "zur Klärung angehalten: %1"},
+    {"all rules passed", "alle Regeln erfüllt"},
+    {"passed with notes: %s", "Regeln erfüllt, mit Hinweisen: %1"},
+    {"nothing left to deliver", "nichts mehr zu übertragen"},
+    {"retry due", "neuer Versuch fällig"},
+    {"result not recorded; delivering again with the same key",
+     "Ergebnis nicht gespeichert; erneute Übertragung mit demselben Schlüssel"},
+    {"interrupted delivery; delivering again with the same key",
+     "Übertragung unterbrochen; erneute Übertragung mit demselben Schlüssel"},
+    {"interrupted processing; processing again",
+     "Verarbeitung unterbrochen; erneute Verarbeitung"},
+    {"retry: attempts reset", "erneuter Versuch: Zahl der Versuche zurückgesetzt"},
+    {"retry: processing again", "erneuter Versuch: erneute Verarbeitung"},
+    {"replay of job %d with new idempotency keys",
+     "erneute Verarbeitung von Antrag %1 mit neuem Schlüssel"},
+    {"replay of job %d", "erneute Verarbeitung von Antrag %1"},
+    {"replayed as job %d", "erneut verarbeitet als Antrag %1"},
+    {"purged after the retention time", "Löschung nach Aufbewahrungsfrist"},
+};
+
+/* one connector's part of a delivery round's reason (commit_round_end) */
+static const reason_pat k_parts[] = {
+    {"%n: delivered, target id %s", "übertragen an %1 (Kennung im Fachverfahren: %2)"},
+    {"%n: delivered", "übertragen an %1"},
+    {"%n: refused by the target", "vom Fachverfahren abgelehnt (Anbindung %1)"},
+    {"%n: connector paused: %s", "Anbindung %1 angehalten: %2"},
+    {"%n: connector paused", "Anbindung %1 angehalten"},
+    {"%n: attempts used up (%d): %s", "Übertragung an %1: alle %2 Versuche verbraucht: %3"},
+    {"%n: attempt %d: %s", "Übertragung an %1: Versuch %2: %3"},
+};
+
+#define REASON_CAPS 3
+
+typedef struct span {
+    const char *p;
+    size_t n;
+} span;
+
+static int name_char(char c)
+{
+    return c && c != ' ' && c != ':' && c != ';';
+}
+
+/* 1 when [s, end) matches pat entirely; cap[k..] get the captured parts. */
+static int reason_match(const char *pat, const char *s, const char *end, span *cap, int k)
+{
+    for (;;) {
+        if (pat[0] == '%' && (pat[1] == 'd' || pat[1] == 'n')) {
+            const char *e = s;
+            while (e < end && (pat[1] == 'd' ? (*e >= '0' && *e <= '9') : name_char(*e)))
+                e++;
+            if (e == s || k >= REASON_CAPS)
+                return 0;
+            cap[k++] = (span){s, (size_t)(e - s)};
+            s = e;
+            pat += 2;
+            continue;
+        }
+        if (pat[0] == '%' && pat[1] == 's') {
+            if (k >= REASON_CAPS)
+                return 0;
+            for (const char *e = s;; e++) { /* as short as the rest allows */
+                if (reason_match(pat + 2, e, end, cap, k + 1)) {
+                    cap[k] = (span){s, (size_t)(e - s)};
+                    return 1;
+                }
+                if (e == end)
+                    return 0;
+            }
+        }
+        if (!*pat)
+            return s == end;
+        if (s == end || *pat != *s)
+            return 0;
+        pat++;
+        s++;
+    }
+}
+
+/* Appends the template de with its "%1".."%3" filled from cap, escaped. */
+static int reason_fill(rk_buf *b, const char *de, const span *cap)
+{
+    const char *run = de;
+    for (const char *p = de;; p++) {
+        int slot = *p == '%' && p[1] >= '1' && p[1] < '1' + REASON_CAPS;
+        if (!slot && *p)
+            continue;
+        if (p > run && escape_n(b, run, (size_t)(p - run)) != 0)
+            return RK_E_LIMIT;
+        if (!*p)
+            return 0;
+        const span *c = &cap[p[1] - '1'];
+        if (c->p && escape_n(b, c->p, c->n) != 0)
+            return RK_E_LIMIT;
+        p++;
+        run = p + 1;
+    }
+}
+
+/* The pattern of table t (n entries) that [s, end) matches, or NULL. */
+static const reason_pat *reason_find(const reason_pat *t, size_t n, const char *s,
+                                     const char *end, span *cap)
+{
+    for (size_t i = 0; i < n; i++) {
+        memset(cap, 0, REASON_CAPS * sizeof *cap);
+        if (reason_match(t[i].en, s, end, cap, 0))
+            return &t[i];
+    }
+    return NULL;
+}
+
+/* Where the next connector's part starts: after a "; " that is followed by
+ * "NAME: " and one of the words a part begins with; NULL when none. */
+static const char *reason_next_part(const char *s, const char *end)
+{
+    static const char *const k_words[] = {"delivered", "refused by the target",
+                                          "connector paused", "attempts used up (", "attempt "};
+    for (const char *p = s; p + 2 <= end; p++) {
+        if (p[0] != ';' || p[1] != ' ')
+            continue;
+        const char *q = p + 2;
+        while (q < end && name_char(*q))
+            q++;
+        if (q == p + 2 || end - q < 2 || q[0] != ':' || q[1] != ' ')
+            continue;
+        q += 2;
+        for (size_t i = 0; i < sizeof k_words / sizeof k_words[0]; i++) {
+            size_t l = strlen(k_words[i]);
+            if ((size_t)(end - q) >= l && memcmp(q, k_words[i], l) == 0)
+                return p;
+        }
+    }
+    return NULL;
+}
+
+/* The parts of a delivery round's reason: with b NULL only checks that
+ * every part matches; otherwise appends them translated.  0 when every
+ * part matched (and was written), 1 when one did not, or RK_E_LIMIT. */
+static int reason_parts(rk_buf *b, const char *s, const char *end)
+{
+    for (;;) {
+        const char *stop = reason_next_part(s, end);
+        const char *e = stop ? stop : end;
+        span cap[REASON_CAPS];
+        const reason_pat *r = reason_find(k_parts, sizeof k_parts / sizeof k_parts[0], s, e, cap);
+        if (!r)
+            return 1;
+        if (b && reason_fill(b, r->de, cap) != 0)
+            return RK_E_LIMIT;
+        if (!stop)
+            return 0;
+        if (b && rk_buf_append(b, "; ", 2) != 0)
+            return RK_E_LIMIT;
+        s = stop + 2;
+    }
+}
+
+int rk_dash_reason_german(rk_buf *b, const char *reason)
+{
+    if (!reason)
+        return 0;
+    const char *end = reason + strlen(reason);
+    if (reason_parts(NULL, reason, end) == 0)
+        return reason_parts(b, reason, end) ? RK_E_LIMIT : 0;
+    span cap[REASON_CAPS];
+    const reason_pat *r =
+        reason_find(k_reasons, sizeof k_reasons / sizeof k_reasons[0], reason, end, cap);
+    return r ? reason_fill(b, r->de, cap) : rk_html_escape(b, reason);
+}
+
+/* The Grund column: German, or "–" when the event has none. */
+static void put_reason(rk_buf *b, const char *reason)
+{
+    if (reason)
+        rk_dash_reason_german(b, reason);
+    else
+        put(b, "–");
 }
 
 static const char *jstr(json_t *o, const char *key)
@@ -1083,7 +1300,7 @@ static void h_log(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
         put(b, "</td><td>");
         esc(b, rk_state_german(jstr(e, "to_state")));
         put(b, "</td><td>");
-        esc(b, jstr(e, "reason") ? jstr(e, "reason") : "–");
+        put_reason(b, jstr(e, "reason"));
         put(b, "</td></tr>\n");
     }
     if (json_array_size(rows) == 0)
@@ -1471,7 +1688,7 @@ static void h_job(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
         put(b, "</td><td>");
         esc(b, rk_state_german(jstr(e, "to_state")));
         put(b, "</td><td>");
-        esc(b, jstr(e, "reason") ? jstr(e, "reason") : "–");
+        put_reason(b, jstr(e, "reason"));
         put(b, "</td></tr>\n");
     }
     put(b, "</tbody>\n</table>\n");

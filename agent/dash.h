@@ -61,6 +61,15 @@ void rk_dash_free(rk_dash *d);
  * and in quoted attribute values.  NULL appends nothing.  0 or RK_E_LIMIT. */
 int rk_html_escape(rk_buf *b, const char *text);
 
+/* The reason of an event (the Grund of the Verlauf and the Protokoll) in
+ * German, escaped as rk_html_escape does, appended to b: the engine and the
+ * review module store it in English, and the stored text stays as written
+ * (rekeyctl events and the API show it).  Variable parts (ids, codes, file
+ * names, counts, a connector's message) are kept; a text the dashboard
+ * does not know is appended unchanged.  NULL appends nothing.  0 or
+ * RK_E_LIMIT. */
+int rk_dash_reason_german(rk_buf *b, const char *reason);
+
 /* ---- sessions (in memory; loop thread only) ---- */
 
 #define RK_SESSION_ID_LEN 64 /* hex of 32 random bytes */

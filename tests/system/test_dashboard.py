@@ -467,6 +467,47 @@ def test_protokoll_pages_and_filters(srv):
         assert w.get("/protokoll?" + bad)[0] == 400, bad
 
 
+def test_the_verlauf_shows_the_reasons_in_german(srv):
+    s = srv
+    w = Web(s.d, s.clara)
+    pay = s.id["pay"]
+    # the store keeps the English text the engine wrote
+    stored = [r[0] for r in s.rig.q("SELECT reason FROM events WHERE job_id = ? ORDER BY id",
+                                    pay)]
+    assert "held: ZAHLUNG_OFFEN" in stored and "valid against the job's XSD" in stored
+    status, _, body = w.get(f"/antraege/{pay}")
+    assert status == 200
+    verlauf = body.decode().split('<table id="verlauf">')[1].split("</table>")[0]
+    assert "<td>zur Klärung angehalten: ZAHLUNG_OFFEN</td></tr>" in verlauf, verlauf
+    assert "<td>gültig nach dem XSD der Antragsart</td>" in verlauf
+    assert re.search(r"<td>\d+ Felder übernommen \(Antragsart besucherparkausweis, "
+                     r"Version \d+\)</td>", verlauf), verlauf
+    taken = [r for r in stored if r.startswith("taken from ")]
+    assert len(taken) == 1 and taken[0].startswith("taken from dir:"), stored
+    assert f"<td>eingegangen aus {html.escape(taken[0][len('taken from '):])}</td>" in verlauf
+    for english in ("held:", "valid against", "fields mapped", "taken from"):
+        assert english not in verlauf
+    # a delivered one: the connector's part of the reason, its name and target id kept
+    good = s.id["good1"]
+    last = s.rig.q("SELECT reason FROM events WHERE job_id = ? ORDER BY id DESC LIMIT 1",
+                   good)[0][0]
+    m = re.fullmatch(r"([^:; ]+): delivered(?:, target id (.+))?", last)
+    assert m, last
+    want = f"übertragen an {m.group(1)}" + \
+        (f" (Kennung im Fachverfahren: {html.escape(m.group(2))})" if m.group(2) else "")
+    assert f"<td>{want}</td>" in w.get(f"/antraege/{good}")[2].decode()
+    # the Protokoll of all jobs, too
+    text = w.get("/protokoll?verfahren=besucherparkausweis&seit=7d&anzahl=1000")[2].decode()
+    assert "<td>zur Klärung angehalten: ZAHLUNG_OFFEN</td>" in text
+    assert "held: ZAHLUNG_OFFEN" not in text and "taken from" not in text
+    # rekeyctl events and the API keep the stored text
+    p = s.rig.ctl("events", "--job", "besucherparkausweis")
+    assert "held: ZAHLUNG_OFFEN" in p.stdout and "zur Klärung angehalten" not in p.stdout
+    reasons = [e["reason"] for e in s.d.json("GET", f"/api/v1/jobs/{pay}",
+                                             token=s.clara)["events"]]
+    assert reasons == stored
+
+
 # ---- hostile values --------------------------------------------------------------------
 
 def test_hostile_values_are_escaped(srv):

@@ -4,7 +4,9 @@
  * the start, the end and in a row; NULL; a buffer limit on both sides),
  * the session table (random ids, lookup, idle expiry on both sides of the
  * limit, touch on use, removal, eviction when full) and the constant-time
- * token comparison.
+ * token comparison, and the German Grund of the Verlauf (each reason
+ * text the code writes, variable parts kept, unknown texts unchanged,
+ * hostile parts escaped).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -181,6 +183,116 @@ static void test_token_equal(void **state)
     assert_false(rk_token_equal("abc", NULL));
 }
 
+/* ---- the Grund in German ------------------------------------------------- */
+
+static void expect_reason(const char *in, const char *want)
+{
+    rk_buf b;
+    rk_buf_init(&b, 1u << 16);
+    assert_int_equal(rk_dash_reason_german(&b, in), 0);
+    assert_string_equal(b.data ? b.data : "", want);
+    rk_buf_free(&b);
+}
+
+static void test_reason_every_pattern(void **state)
+{
+    (void)state;
+    expect_reason("taken from dir:/srv/inbox antrag.xml",
+                  "eingegangen aus dir:/srv/inbox antrag.xml");
+    expect_reason("valid against the job's XSD", "gültig nach dem XSD der Antragsart");
+    expect_reason("SCHEMA: document violates the job's XSD",
+                  "SCHEMA: das Dokument verletzt das XSD der Antragsart");
+    expect_reason("20 fields mapped by job fischereischein version 1",
+                  "20 Felder übernommen (Antragsart fischereischein, Version 1)");
+    expect_reason("held: MINDESTALTER", "zur Klärung angehalten: MINDESTALTER");
+    expect_reason("held: DATEN_KEIN_XML", "zur Klärung angehalten: DATEN_KEIN_XML");
+    expect_reason("all rules passed", "alle Regeln erfüllt");
+    expect_reason("passed with notes: PLZ_ORT, TELEFON",
+                  "Regeln erfüllt, mit Hinweisen: PLZ_ORT, TELEFON");
+    expect_reason("nothing left to deliver", "nichts mehr zu übertragen");
+    expect_reason("retry due", "neuer Versuch fällig");
+    expect_reason("result not recorded; delivering again with the same key",
+                  "Ergebnis nicht gespeichert; erneute Übertragung mit demselben Schlüssel");
+    expect_reason("interrupted delivery; delivering again with the same key",
+                  "Übertragung unterbrochen; erneute Übertragung mit demselben Schlüssel");
+    expect_reason("interrupted processing; processing again",
+                  "Verarbeitung unterbrochen; erneute Verarbeitung");
+    expect_reason("retry: attempts reset", "erneuter Versuch: Zahl der Versuche zurückgesetzt");
+    expect_reason("retry: processing again", "erneuter Versuch: erneute Verarbeitung");
+    expect_reason("replay of job 12", "erneute Verarbeitung von Antrag 12");
+    expect_reason("replay of job 12 with new idempotency keys",
+                  "erneute Verarbeitung von Antrag 12 mit neuem Schlüssel");
+    expect_reason("replayed as job 13", "erneut verarbeitet als Antrag 13");
+    expect_reason("purged after the retention time", "Löschung nach Aufbewahrungsfrist");
+    /* the parts of a delivery round */
+    expect_reason("sqlite: delivered, target id 2",
+                  "übertragen an sqlite (Kennung im Fachverfahren: 2)");
+    expect_reason("sqlite: delivered", "übertragen an sqlite");
+    expect_reason("rest: refused by the target",
+                  "vom Fachverfahren abgelehnt (Anbindung rest)");
+    expect_reason("pg: connector paused: password authentication failed",
+                  "Anbindung pg angehalten: password authentication failed");
+    expect_reason("pg: connector paused", "Anbindung pg angehalten");
+    expect_reason("sqlite: attempts used up (5): database is locked",
+                  "Übertragung an sqlite: alle 5 Versuche verbraucht: database is locked");
+    expect_reason("sqlite: attempt 3: cannot begin a transaction in the target: database "
+                  "is locked",
+                  "Übertragung an sqlite: Versuch 3: cannot begin a transaction in the "
+                  "target: database is locked");
+    /* the review module's German texts stay as they are */
+    expect_reason("freigegeben", "freigegeben");
+    expect_reason("Feld korrigiert: person/name (Korrektur 4)",
+                  "Feld korrigiert: person/name (Korrektur 4)");
+}
+
+static void test_reason_keeps_variable_parts(void **state)
+{
+    (void)state;
+    /* several connectors in one round, a message with "; " and ": " in it */
+    expect_reason("sqlite: delivered, target id 7; rest: attempt 2: HTTP 503; try later: "
+                  "soon; pg: connector paused",
+                  "übertragen an sqlite (Kennung im Fachverfahren: 7); Übertragung an rest: "
+                  "Versuch 2: HTTP 503; try later: soon; Anbindung pg angehalten");
+    expect_reason("120 fields mapped by job bau antrag version 12",
+                  "120 Felder übernommen (Antragsart bau antrag, Version 12)");
+    expect_reason("held: MINDESTALTER, DOPPELT", "zur Klärung angehalten: MINDESTALTER, DOPPELT");
+    expect_reason("taken from fitconnect:zustaendig 5f1c", "eingegangen aus fitconnect:zustaendig 5f1c");
+}
+
+static void test_reason_unknown_passes_unchanged(void **state)
+{
+    (void)state;
+    expect_reason("something the dashboard never saw", "something the dashboard never saw");
+    expect_reason("held:", "held:"); /* a pattern's start alone is no match */
+    expect_reason("x fields mapped by job a version 1", "x fields mapped by job a version 1");
+    expect_reason("retry due soon", "retry due soon");
+    expect_reason("sqlite: delivered; not a part", "sqlite: delivered; not a part");
+    expect_reason("", "");
+    rk_buf b;
+    rk_buf_init(&b, 64);
+    assert_int_equal(rk_dash_reason_german(&b, NULL), 0);
+    assert_int_equal(b.len, 0);
+    rk_buf_free(&b);
+}
+
+static void test_reason_hostile_text_stays_escaped(void **state)
+{
+    (void)state;
+    expect_reason("taken from dir:/in <script>alert(1)</script>.xml",
+                  "eingegangen aus dir:/in &lt;script&gt;alert(1)&lt;/script&gt;.xml");
+    expect_reason("sqlite: attempt 1: \"><img src=x onerror=alert(1)>",
+                  "Übertragung an sqlite: Versuch 1: &quot;&gt;&lt;img src=x "
+                  "onerror=alert(1)&gt;");
+    expect_reason("<b>unknown</b> & 'quoted'",
+                  "&lt;b&gt;unknown&lt;/b&gt; &amp; &#39;quoted&#39;");
+    expect_reason("held: A&B", "zur Klärung angehalten: A&amp;B");
+    /* a buffer too small is an error, as for rk_html_escape */
+    rk_buf b;
+    rk_buf_init(&b, 8);
+    assert_int_equal(rk_dash_reason_german(&b, "retry due"), RK_E_LIMIT);
+    rk_buf_free(&b);
+}
+
 int main(void)
 {
     rk_log_set_level(RK_LOG_LVL_ERROR);
@@ -193,6 +305,10 @@ int main(void)
         cmocka_unit_test(test_sessions_remove),
         cmocka_unit_test(test_sessions_full_table_evicts_expired_then_oldest),
         cmocka_unit_test(test_token_equal),
+        cmocka_unit_test(test_reason_every_pattern),
+        cmocka_unit_test(test_reason_keeps_variable_parts),
+        cmocka_unit_test(test_reason_unknown_passes_unchanged),
+        cmocka_unit_test(test_reason_hostile_text_stays_escaped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
