@@ -1090,6 +1090,38 @@ static const char *qparam(const rk_httpd_req *rq, const char *name)
     return v && *v ? v : NULL;
 }
 
+/*
+ * One paging link of the queue as a list item: the same filters (and page
+ * size when one was asked for, limit > 0), older than job `vor` when it is
+ * not 0.  attrs is put into the <a> tag as it is.
+ */
+static void queue_link(rk_buf *b, const rk_list_filter *f, const char *text, int64_t limit,
+                       long long vor, const char *attrs, const char *label)
+{
+    rk_buf q;
+    rk_buf_init(&q, 4096);
+    put(&q, "/antraege?status=");
+    url_part(&q, f->state);
+    put(&q, "&verfahren=");
+    url_part(&q, f->job);
+    put(&q, "&quelle=");
+    url_part(&q, f->source);
+    put(&q, "&suche=");
+    url_part(&q, text);
+    if (f->overdue)
+        put(&q, "&frist=1");
+    if (limit > 0)
+        putf(&q, "&anzahl=%lld", (long long)limit);
+    if (vor)
+        putf(&q, "&vor=%lld", vor);
+    put(b, "<li><a href=\"");
+    esc(b, q.data);
+    putf(b, "\"%s>", attrs);
+    put(b, label);
+    put(b, "</a></li>\n");
+    rk_buf_free(&q);
+}
+
 static void h_queue(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
 {
     rk_dash *d = arg;
@@ -1180,48 +1212,12 @@ static void h_queue(void *arg, const rk_httpd_req *rq, rk_httpd_resp *rs)
     jobs_table(b, rows, cap);
 
     put(b, "<nav aria-label=\"Seiten\"><ul>\n");
-    if (before) {
-        rk_buf q;
-        rk_buf_init(&q, 4096);
-        put(&q, "/antraege?status=");
-        url_part(&q, f.state);
-        put(&q, "&verfahren=");
-        url_part(&q, f.job);
-        put(&q, "&quelle=");
-        url_part(&q, f.source);
-        put(&q, "&suche=");
-        url_part(&q, text);
-        if (f.overdue)
-            put(&q, "&frist=1");
-        if (lv)
-            putf(&q, "&anzahl=%lld", (long long)limit);
-        put(b, "<li><a href=\"");
-        esc(b, q.data);
-        put(b, "\">Neueste Anträge</a></li>\n");
-        rk_buf_free(&q);
-    }
-    if (more) {
-        long long last = jint(json_array_get(rows, (size_t)limit - 1), "id");
-        rk_buf q;
-        rk_buf_init(&q, 4096);
-        put(&q, "/antraege?status=");
-        url_part(&q, f.state);
-        put(&q, "&verfahren=");
-        url_part(&q, f.job);
-        put(&q, "&quelle=");
-        url_part(&q, f.source);
-        put(&q, "&suche=");
-        url_part(&q, text);
-        if (f.overdue)
-            put(&q, "&frist=1");
-        if (lv)
-            putf(&q, "&anzahl=%lld", (long long)limit);
-        putf(&q, "&vor=%lld", last);
-        put(b, "<li><a href=\"");
-        esc(b, q.data);
-        put(b, "\" rel=\"next\">Ältere Anträge</a></li>\n");
-        rk_buf_free(&q);
-    }
+    if (before)
+        queue_link(b, &f, text, lv ? limit : 0, 0, "", "Neueste Anträge");
+    if (more)
+        queue_link(b, &f, text, lv ? limit : 0,
+                   jint(json_array_get(rows, (size_t)limit - 1), "id"), " rel=\"next\"",
+                   "Ältere Anträge");
     put(b, "</ul></nav>\n");
     page_end(b);
     json_decref(rows);
