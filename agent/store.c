@@ -1483,20 +1483,26 @@ static json_t *job_rows_json(sqlite3_stmt *st)
     sqlite3_finalize(st);
     return arr;
 }
+
+/* The columns of a job list (the JSON members of rk_store_find_json and
+ * rk_store_search_json); ?1 is the time now, for "overdue". */
+#define JOB_LIST_FROM                                                                 \
+    "SELECT j.id, j.job, j.state, s.received_at, j.updated_at, j.attempts,"           \
+    " (SELECT count(*) FROM anomalies a WHERE a.job_id = j.id) AS anomalies,"         \
+    " (SELECT group_concat(code, ',') FROM anomalies a WHERE a.job_id = j.id"         \
+    "   AND a.resolved_at IS NULL) AS codes,"                                         \
+    " j.reference, s.source, s.source_ref, j.replay_of,"                              \
+    " CASE WHEN j.deadline_at IS NULL THEN NULL ELSE"                                 \
+    "   strftime('%Y-%m-%dT%H:%M:%fZ', j.deadline_at / 1000.0, 'unixepoch') END"      \
+    "   AS deadline_at,"                                                              \
+    " (j.deadline_at IS NOT NULL AND j.deadline_at < ?1"                              \
+    "   AND j.state IN ('review','failed')) AS overdue"                               \
+    " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+
 json_t *rk_store_find_json(rk_store *s, const rk_list_filter *f)
 {
     static const char sql[] =
-        "SELECT j.id, j.job, j.state, s.received_at, j.updated_at, j.attempts,"
-        " (SELECT count(*) FROM anomalies a WHERE a.job_id = j.id) AS anomalies,"
-        " (SELECT group_concat(code, ',') FROM anomalies a WHERE a.job_id = j.id"
-        "   AND a.resolved_at IS NULL) AS codes,"
-        " j.reference, s.source, s.source_ref, j.replay_of,"
-        " CASE WHEN j.deadline_at IS NULL THEN NULL ELSE"
-        "   strftime('%Y-%m-%dT%H:%M:%fZ', j.deadline_at / 1000.0, 'unixepoch') END"
-        "   AS deadline_at,"
-        " (j.deadline_at IS NOT NULL AND j.deadline_at < ?1"
-        "   AND j.state IN ('review','failed')) AS overdue"
-        " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+        JOB_LIST_FROM
         " WHERE (?2 IS NULL OR j.state = ?2) AND (?3 IS NULL OR j.job = ?3)"
         " AND (?4 IS NULL OR s.source = ?4) AND (?5 IS NULL OR s.source_ref = ?5)"
         " AND (?6 IS NULL OR j.reference = ?6)"
@@ -1754,17 +1760,7 @@ json_t *rk_store_search_json(rk_store *s, const rk_list_filter *f, const char *t
     if (!text || !*text)
         return rk_store_find_json(s, f);
     static const char sql[] =
-        "SELECT j.id, j.job, j.state, s.received_at, j.updated_at, j.attempts,"
-        " (SELECT count(*) FROM anomalies a WHERE a.job_id = j.id) AS anomalies,"
-        " (SELECT group_concat(code, ',') FROM anomalies a WHERE a.job_id = j.id"
-        "   AND a.resolved_at IS NULL) AS codes,"
-        " j.reference, s.source, s.source_ref, j.replay_of,"
-        " CASE WHEN j.deadline_at IS NULL THEN NULL ELSE"
-        "   strftime('%Y-%m-%dT%H:%M:%fZ', j.deadline_at / 1000.0, 'unixepoch') END"
-        "   AS deadline_at,"
-        " (j.deadline_at IS NOT NULL AND j.deadline_at < ?1"
-        "   AND j.state IN ('review','failed')) AS overdue"
-        " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+        JOB_LIST_FROM
         " WHERE (?2 IS NULL OR j.state = ?2) AND (?3 IS NULL OR j.job = ?3)"
         " AND (?4 IS NULL OR s.source = ?4)"
         " AND (CAST(j.id AS TEXT) = ?5"
