@@ -717,7 +717,35 @@ static int save_result(rk_engine *e, witem *w)
                     : rk_store_save_result(e->store, w->job_id, &w->res);
 }
 
-static int commit_round_start(rk_engine *e, witem *w);
+static int round_prepare(rk_engine *e, witem *w);
+
+/* The job's row after processing, written once with every state it
+ * passed (rk_store_advance): the match, and the reference and deadline
+ * when meta. */
+static rk_advance process_advance(const witem *w, int meta)
+{
+    rk_advance a = {.actor = ACTOR,
+                    .path = {RK_ST_RECEIVED},
+                    .match = 1,
+                    .job = w->job ? w->job->name : NULL,
+                    .job_version = w->job ? w->job->version : 0,
+                    .root_ns = w->root_ns,
+                    .root_name = w->root_name};
+    if (meta && w->job) {
+        const rk_mapped_field *ref =
+            w->job->reference ? rk_result_field(&w->res, w->job->reference) : NULL;
+        a.meta = (ref && ref->value) || w->job->deadline_ms;
+        a.reference = ref ? ref->value : NULL;
+        a.deadline_ms = w->job->deadline_ms;
+    }
+    return a;
+}
+
+static void advance_step(rk_advance *a, const char *to, const char *reason)
+{
+    a->reason[a->steps] = reason;
+    a->path[++a->steps] = to;
+}
 
 static int commit_process(rk_engine *e, witem *w)
 {
@@ -726,31 +754,27 @@ static int commit_process(rk_engine *e, witem *w)
         w->n_anom0 = w->res.n_anomalies;
     else
         drop_dup_anomalies(w); /* committed again after a rollback */
-    int rc = rk_store_set_match(s, w->job_id, w->job ? w->job->name : NULL,
-                                w->job ? w->job->version : 0, w->root_ns, w->root_name);
-    if (rc)
-        return rc;
+    int rc;
     char codes[512];
-    if (w->outcome == P_NOT_XML) {
-        if ((rc = save_result(e, w)) != 0)
-            return rc;
-        return rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_REVIEW, ACTOR,
-                                   "held: DATEN_KEIN_XML");
-    }
-    if (w->outcome == P_FAILED) {
+    if (w->outcome == P_NOT_XML || w->outcome == P_FAILED) {
+        rk_advance a = process_advance(w, 0);
         anomaly_codes(&w->res, 0, codes, sizeof codes);
+        if (w->outcome == P_NOT_XML)
+            advance_step(&a, RK_ST_REVIEW, "held: DATEN_KEIN_XML");
+        else
+            advance_step(&a, RK_ST_FAILED, codes);
         if ((rc = save_result(e, w)) != 0)
             return rc;
-        return rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_FAILED, ACTOR, codes);
+        return rk_store_advance(s, w->job_id, &a);
     }
     if (w->outcome == P_SCHEMA) {
+        rk_advance a = process_advance(w, 0);
+        a.meta = w->job->deadline_ms != 0;
+        a.deadline_ms = w->job->deadline_ms;
+        advance_step(&a, RK_ST_REVIEW, "SCHEMA: document violates the job's XSD");
         if ((rc = save_result(e, w)) != 0)
             return rc;
-        if (w->job->deadline_ms &&
-            (rc = rk_store_set_job_meta(s, w->job_id, NULL, w->job->deadline_ms)) != 0)
-            return rc;
-        return rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_REVIEW, ACTOR,
-                                   "SCHEMA: document violates the job's XSD");
+        return rk_store_advance(s, w->job_id, &a);
     }
     /* duplicates need the store, so they are checked here */
     for (size_t i = 0; i < w->res.n_dups; i++) {
@@ -766,34 +790,23 @@ static int commit_process(rk_engine *e, witem *w)
     }
     if ((rc = save_result(e, w)) != 0)
         return rc;
-    const rk_mapped_field *ref =
-        w->job->reference ? rk_result_field(&w->res, w->job->reference) : NULL;
-    if ((ref && ref->value) || w->job->deadline_ms) {
-        rc = rk_store_set_job_meta(s, w->job_id, ref ? ref->value : NULL, w->job->deadline_ms);
-        if (rc)
-            return rc;
-    }
-    char why[128];
-    if ((rc = rk_store_transition(s, w->job_id, RK_ST_RECEIVED, RK_ST_VALIDATED, ACTOR,
-                                  "valid against the job's XSD")))
-        return rc;
+    rk_advance a = process_advance(w, 1);
+    char why[128], reason[600];
+    advance_step(&a, RK_ST_VALIDATED, "valid against the job's XSD");
     snprintf(why, sizeof why, "%zu fields mapped by job %s version %ld", w->res.n_fields,
              w->job->name, w->job->version);
-    if ((rc = rk_store_transition(s, w->job_id, RK_ST_VALIDATED, RK_ST_MAPPED, ACTOR, why)))
-        return rc;
+    advance_step(&a, RK_ST_MAPPED, why);
     if (rk_result_blocked(&w->res)) {
         anomaly_codes(&w->res, 1, codes, sizeof codes);
-        char reason[600];
         snprintf(reason, sizeof reason, "held: %s", codes);
-        return rk_store_transition(s, w->job_id, RK_ST_MAPPED, RK_ST_REVIEW, ACTOR, reason);
+        advance_step(&a, RK_ST_REVIEW, reason);
+        return rk_store_advance(s, w->job_id, &a);
     }
     anomaly_codes(&w->res, 0, codes, sizeof codes);
-    char reason[600];
     snprintf(reason, sizeof reason, "%s%s", codes[0] ? "passed with notes: " : "all rules passed",
              codes);
-    if ((rc = rk_store_transition(s, w->job_id, RK_ST_MAPPED, RK_ST_READY, ACTOR, reason)))
-        return rc;
-    /* ready → delivering in the same commit: the delivery round starts
+    advance_step(&a, RK_ST_READY, reason);
+    /* ready → delivering in the same write: the delivery round starts
      * without a commit of its own (one group commit less per document;
      * still durable before any connector runs) */
     if (!w->round) {
@@ -809,7 +822,10 @@ static int commit_process(rk_engine *e, witem *w)
         }
         w->round = d;
     }
-    return commit_round_start(e, w->round);
+    if ((rc = round_prepare(e, w->round)) != 0)
+        return rc;
+    advance_step(&a, RK_ST_DELIVERING, NULL);
+    return rk_store_advance(s, w->job_id, &a);
 }
 
 static witem *enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name);
@@ -996,7 +1012,10 @@ static int64_t backoff_ms(const rk_config *cfg, int attempts, int64_t retry_afte
 
 /* Round, phase 0: ready → delivering, and the pending deliveries with
  * the record they carry. */
-static int commit_round_start(rk_engine *e, witem *w)
+/* Round, phase 0 without the state: the job definition, the record,
+ * and a delivery row per connector (the ones still pending become the
+ * round's parts). */
+static int round_prepare(rk_engine *e, witem *w)
 {
     rk_store *s = e->store;
     /* committed again after a rollback: start over */
@@ -1055,7 +1074,15 @@ static int commit_round_start(rk_engine *e, witem *w)
         p->retry_after_ms = -1;
         w->parts[w->n_parts++] = p;
     }
-    return rk_store_transition(s, w->job_id, RK_ST_READY, RK_ST_DELIVERING, ACTOR, NULL);
+    return 0;
+}
+
+static int commit_round_start(rk_engine *e, witem *w)
+{
+    int rc = round_prepare(e, w);
+    return rc ? rc
+              : rk_store_transition(e->store, w->job_id, RK_ST_READY, RK_ST_DELIVERING, ACTOR,
+                                    NULL);
 }
 
 /* Round, phase 1: record each delivery and decide the job's state: all
@@ -1136,11 +1163,16 @@ static int commit_round_end(rk_engine *e, witem *w)
                      : retry || paused ? RK_ST_RETRY_WAIT
                                       : RK_ST_DELIVERED;
     if (!rc)
-        rc = rk_store_set_delivery(s, w->job_id, max_attempts, retry ? due : 0, last_error,
-                                   first_target);
-    if (!rc)
-        rc = rk_store_transition(s, w->job_id, RK_ST_DELIVERING, to, ACTOR,
-                                 why.len ? why.data : "nothing left to deliver");
+        rc = rk_store_advance(s, w->job_id,
+                              &(rk_advance){.actor = ACTOR,
+                                            .path = {RK_ST_DELIVERING, to},
+                                            .reason = {why.len ? why.data : "nothing left to deliver"},
+                                            .steps = 1,
+                                            .delivery = 1,
+                                            .attempts = max_attempts,
+                                            .next_attempt_ms = retry ? due : 0,
+                                            .last_error = last_error,
+                                            .target_id = first_target});
     w->to_state = to;
     if (!rc && retry && strcmp(to, RK_ST_RETRY_WAIT) == 0 &&
         (e->next_retry_ms == 0 || due < e->next_retry_ms))
@@ -1997,6 +2029,9 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
                         "KEIN_VERFAHREN", cfg->jobs_dir);
     if (cfg->busy_timeout_ms > 0) /* 0: a config built in code; store's default */
         rk_store_set_busy_timeout(e->store, cfg->busy_timeout_ms);
+    /* the loop thread commits; the WAL checkpoints (copy and fsync of the
+     * database file) run beside it (1000 pages: SQLite's own default) */
+    rk_store_background_checkpoints(e->store, 1000);
     uv_check_init(loop, &e->check);
     e->check.data = e;
     uv_check_start(&e->check, on_check);

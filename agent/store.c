@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,7 +225,6 @@ enum {
     Q_RELEASE,
     Q_ROLLBACK_TO,
     Q_JOB_INFO,
-    Q_SET_STATE_FROM,
     Q_ADD_NOTICE,
     Q_COUNT
 };
@@ -280,7 +280,6 @@ static const char *const sql_text[Q_COUNT] = {
                    " WHERE j.id = ?",
     /* a transition with a known from state: one statement instead of a
      * read and a write (the state is read only when it does not match) */
-    [Q_SET_STATE_FROM] = "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
     [Q_ADD_NOTICE] = "INSERT INTO notices(job_id, source, source_ref, state, reason,"
                      " created_at) SELECT j.id, s.source, s.source_ref, ?2,"
                      " CASE WHEN ?2 = 'rejected' THEN (SELECT message FROM anomalies a"
@@ -290,10 +289,14 @@ static const char *const sql_text[Q_COUNT] = {
                      " WHERE j.id = ?1 AND s.source LIKE 'fitconnect:%'",
 };
 
+typedef struct checkpointer checkpointer;
+
 struct rk_store {
     sqlite3 *db;
     sqlite3_stmt *st[Q_COUNT];
     int in_txn;
+    checkpointer *ckpt; /* NULL: SQLite's own automatic checkpoints */
+    sqlite3_stmt *adv[8]; /* rk_store_advance's UPDATE, by its column flags */
 };
 
 /* Returns the cached statement, reset and with bindings cleared. */
@@ -452,12 +455,140 @@ int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t
     return 0;
 }
 
+/* ---- checkpoints on a thread of their own -------------------------------- */
+
+/*
+ * SQLite's automatic checkpoint runs in the connection that commits, after
+ * the commit: it copies the WAL into the database file and syncs it, and
+ * that thread waits.  For the daemon that thread is the event loop, so a
+ * checkpoint stalled intake, results and deliveries alike.  Here the
+ * commit's WAL hook only wakes a thread with a connection of its own,
+ * which runs PASSIVE checkpoints (they never wait for the writer or the
+ * readers, and the writer never waits for them).  SQLite starts the WAL
+ * from the beginning again at the next write after a checkpoint copied
+ * all of it.  Should the thread fall far behind (a WAL of hard_pages),
+ * the committing connection checkpoints itself, as before, so the WAL
+ * stays bounded.
+ */
+struct checkpointer {
+    sqlite3 *db;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int wake, stop;
+    int pages, hard_pages;
+    int failing; /* the thread's own */
+    unsigned long runs, inline_runs;
+};
+
+static void *checkpoint_main(void *arg)
+{
+    checkpointer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->wake && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop)
+            break;
+        c->wake = 0;
+        pthread_mutex_unlock(&c->mu);
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY && !c->failing) /* once per spell */
+            rk_warn("store", "checkpoint failed, will try again: %s", sqlite3_errmsg(c->db));
+        c->failing = rc != SQLITE_OK && rc != SQLITE_BUSY;
+        pthread_mutex_lock(&c->mu);
+        c->runs++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    checkpointer *c = arg;
+    if (pages >= c->hard_pages) {
+        c->inline_runs++;
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (pages >= c->pages) {
+        pthread_mutex_lock(&c->mu);
+        c->wake = 1;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return SQLITE_OK;
+}
+
+int rk_store_background_checkpoints(rk_store *s, int pages)
+{
+    const char *path = sqlite3_db_filename(s->db, "main");
+    if (s->ckpt || !path || !*path || pages <= 0)
+        return -EINVAL;
+    checkpointer *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->pages = pages;
+    c->hard_pages = pages * 16;
+    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        rk_warn("store", "no background checkpoints (%s): SQLite checkpoints after commits",
+                c->db ? sqlite3_errmsg(c->db) : "out of memory");
+        sqlite3_close(c->db);
+        free(c);
+        return RK_E_DB;
+    }
+    /* the checkpoint syncs the database file as the writer's level says */
+    sqlite3_stmt *st = NULL;
+    int full = 1;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA synchronous", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        full = sqlite3_column_int(st, 0) >= 2;
+    sqlite3_finalize(st);
+    sqlite3_exec(c->db, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL,
+                 NULL, NULL);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&c->thread, NULL, checkpoint_main, c) != 0) {
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        sqlite3_close(c->db);
+        free(c);
+        return -EAGAIN;
+    }
+    s->ckpt = c;
+    sqlite3_wal_hook(s->db, on_wal_commit, c); /* replaces the automatic checkpoint */
+    return 0;
+}
+
+static void checkpointer_stop(rk_store *s)
+{
+    checkpointer *c = s->ckpt;
+    if (!c)
+        return;
+    sqlite3_wal_autocheckpoint(s->db, 1000); /* removes our hook first */
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    rk_debug("store", "checkpoints: %lu on their thread, %lu by the writer", c->runs,
+             c->inline_runs);
+    sqlite3_close(c->db);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    s->ckpt = NULL;
+}
+
 void rk_store_close(rk_store *s)
 {
     if (!s)
         return;
+    checkpointer_stop(s);
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(s->st[i]);
+    for (int i = 0; i < 8; i++)
+        sqlite3_finalize(s->adv[i]);
     sqlite3_close(s->db);
     free(s);
 }
@@ -529,11 +660,9 @@ int rk_store_savepoint_end(rk_store *s, int keep)
 
 /* ---- write side -------------------------------------------------------- */
 
-static int add_event(rk_store *s, int64_t job_id, const char *from, const char *to,
-                     const char *actor, const char *reason)
+static int add_event_at(rk_store *s, int64_t job_id, const char *from, const char *to,
+                        const char *actor, const char *reason, const char *at)
 {
-    char at[32];
-    now_iso(at, sizeof at);
     sqlite3_stmt *st = stmt(s, Q_ADD_EVENT);
     if (!st)
         return RK_E_DB;
@@ -544,6 +673,14 @@ static int add_event(rk_store *s, int64_t job_id, const char *from, const char *
     bind_text(st, 5, to);
     bind_text(st, 6, reason);
     return step_done(s, st);
+}
+
+static int add_event(rk_store *s, int64_t job_id, const char *from, const char *to,
+                     const char *actor, const char *reason)
+{
+    char at[32];
+    now_iso(at, sizeof at);
+    return add_event_at(s, job_id, from, to, actor, reason, at);
 }
 
 /* A source that answers its sender (today: FIT-Connect, whose sender
@@ -669,65 +806,170 @@ int rk_store_set_match(rk_store *s, int64_t job_id, const char *job, long versio
     return step_done(s, st);
 }
 
+/* The state of a job an expected-state UPDATE did not change: RK_E_STATE
+ * when it is in another state, RK_E_NOTFOUND when there is no such job. */
+static int why_unchanged(rk_store *s, int64_t job_id)
+{
+    sqlite3_stmt *st = stmt(s, Q_STATE_OF);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? RK_E_STATE : rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+}
+
+/* After the row moved from `from` to `to`: the event and the notice of a
+ * final state. */
+static int record_step(rk_store *s, int64_t job_id, const char *from, const char *to,
+                       const char *actor, const char *reason, const char *at)
+{
+    int rc = add_event_at(s, job_id, from, to, actor, reason, at);
+    if (rc)
+        return rc;
+    if ((strcmp(to, RK_ST_DELIVERED) == 0 || strcmp(to, RK_ST_REJECTED) == 0) &&
+        (rc = add_notice(s, job_id, to)) != 0)
+        return rc;
+    return 0;
+}
+
+/* One log line for the states a job passed in one write: ids, states and
+ * the reasons (codes and technical messages, never the citizen's data).
+ * One line, not one per step: a line is a write(2), and at thousands of
+ * documents a second the lines were a tenth of the daemon's time. */
+static void log_path(int64_t job_id, const char *const *path, const char *const *reason,
+                     size_t steps, const char *actor)
+{
+    char states[160], why[1200];
+    size_t n = 0, m = 0;
+    states[0] = why[0] = '\0';
+    for (size_t i = 0; i <= steps && n < sizeof states; i++) {
+        int k = snprintf(states + n, sizeof states - n, "%s%s", i ? " -> " : "", path[i]);
+        n += k > 0 ? (size_t)k : 0;
+    }
+    for (size_t i = 0; i < steps && m < sizeof why; i++) {
+        if (!reason[i])
+            continue;
+        int k = snprintf(why + m, sizeof why - m, "%s%s", m ? "; " : ": ", reason[i]);
+        m += k > 0 ? (size_t)k : 0;
+    }
+    rk_log(strcmp(path[steps], RK_ST_FAILED) == 0 ? RK_LOG_LVL_WARN : RK_LOG_LVL_INFO, "job",
+           "%lld: %s by %s%s", (long long)job_id, states, actor, why);
+}
+
+static sqlite3_stmt *advance_stmt(rk_store *s, int flags)
+{
+    if (s->adv[flags]) {
+        sqlite3_reset(s->adv[flags]);
+        sqlite3_clear_bindings(s->adv[flags]);
+        return s->adv[flags];
+    }
+    char sql[640];
+    snprintf(sql, sizeof sql, "UPDATE jobs SET state = ?1, updated_at = ?2%s%s%s"
+                              " WHERE id = ?3 AND state = ?4",
+             (flags & 1) ? ", job = ?5, job_version = ?6" : "",
+             (flags & 2) ? ", reference = ?7, deadline_at = CASE WHEN ?8 > 0 THEN"
+                           " (SELECT CAST(strftime('%s', received_at) AS INTEGER) * 1000"
+                           " FROM submissions WHERE id = jobs.submission_id) + ?8 END"
+                         : "",
+             (flags & 4) ? ", attempts = ?9, next_attempt_at = ?10, last_error = ?11,"
+                           " target_id = COALESCE(?12, target_id)"
+                         : "");
+    if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->adv[flags], NULL) !=
+        SQLITE_OK) {
+        rk_error("store", "prepare failed: %s", sqlite3_errmsg(s->db));
+        return NULL;
+    }
+    return s->adv[flags];
+}
+
+int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a)
+{
+    if (a->steps < 1 || a->steps > RK_ADV_MAX_STEPS || !a->path[0])
+        return RK_E_STATE;
+    for (size_t i = 1; i <= a->steps; i++)
+        if (!rk_state_valid(a->path[i]))
+            return RK_E_STATE;
+    int flags = (a->match ? 1 : 0) | (a->meta ? 2 : 0) | (a->delivery ? 4 : 0);
+    sqlite3_stmt *st = advance_stmt(s, flags);
+    if (!st)
+        return RK_E_DB;
+    char at[32];
+    now_iso(at, sizeof at);
+    bind_text(st, 1, a->path[a->steps]);
+    bind_text(st, 2, at);
+    sqlite3_bind_int64(st, 3, job_id);
+    bind_text(st, 4, a->path[0]);
+    if (a->match) {
+        bind_text(st, 5, a->job);
+        if (a->job)
+            sqlite3_bind_int64(st, 6, a->job_version);
+    }
+    if (a->meta) {
+        bind_text(st, 7, a->reference);
+        sqlite3_bind_int64(st, 8, a->deadline_ms);
+    }
+    if (a->delivery) {
+        sqlite3_bind_int(st, 9, a->attempts);
+        if (a->next_attempt_ms > 0)
+            sqlite3_bind_int64(st, 10, a->next_attempt_ms);
+        bind_text(st, 11, a->last_error);
+        bind_text(st, 12, a->target_id && *a->target_id ? a->target_id : NULL);
+    }
+    int rc = step_done(s, st);
+    if (rc)
+        return rc;
+    if (sqlite3_changes(s->db) == 0)
+        return why_unchanged(s, job_id);
+    if (a->match) {
+        if (!(st = stmt(s, Q_SET_MATCH_SUB)))
+            return RK_E_DB;
+        bind_text(st, 1, a->root_ns);
+        bind_text(st, 2, a->root_name);
+        sqlite3_bind_int64(st, 3, job_id);
+        if ((rc = step_done(s, st)) != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < a->steps; i++)
+        if ((rc = record_step(s, job_id, a->path[i], a->path[i + 1], a->actor, a->reason[i],
+                              at)))
+            return rc;
+    log_path(job_id, a->path, a->reason, a->steps, a->actor);
+    return 0;
+}
+
 int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const char *to,
                         const char *actor, const char *reason)
 {
     if (!rk_state_valid(to))
         return RK_E_STATE;
-    char cur[16];
-    char at[32];
-    int rc;
-    sqlite3_stmt *st;
-    now_iso(at, sizeof at);
-    if (from) {
-        /* the engine's hot path: the state is expected, so write at once
-         * and read the state only to tell why nothing changed */
-        if (!(st = stmt(s, Q_SET_STATE_FROM)))
-            return RK_E_DB;
-        bind_text(st, 1, to);
-        bind_text(st, 2, at);
-        sqlite3_bind_int64(st, 3, job_id);
-        bind_text(st, 4, from);
-        if ((rc = step_done(s, st)) != 0)
-            return rc;
-        if (sqlite3_changes(s->db) == 0) {
-            if (!(st = stmt(s, Q_STATE_OF)))
-                return RK_E_DB;
-            sqlite3_bind_int64(st, 1, job_id);
-            rc = sqlite3_step(st);
-            sqlite3_reset(st);
-            return rc == SQLITE_ROW ? RK_E_STATE : rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
-        }
-        snprintf(cur, sizeof cur, "%s", from);
-    } else {
-        if (!(st = stmt(s, Q_STATE_OF)))
-            return RK_E_DB;
-        sqlite3_bind_int64(st, 1, job_id);
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW) {
-            sqlite3_reset(st);
-            return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
-        }
-        snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(st, 0));
+    if (from) /* the engine's hot path: write at once, read only to tell why not */
+        return rk_store_advance(s, job_id, &(rk_advance){
+            .actor = actor, .path = {from, to}, .reason = {reason}, .steps = 1});
+    sqlite3_stmt *st = stmt(s, Q_STATE_OF);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, job_id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
         sqlite3_reset(st);
-        if (!(st = stmt(s, Q_SET_STATE)))
-            return RK_E_DB;
-        bind_text(st, 1, to);
-        bind_text(st, 2, at);
-        sqlite3_bind_int64(st, 3, job_id);
-        if ((rc = step_done(s, st)) != 0)
-            return rc;
+        return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
     }
-    if ((rc = add_event(s, job_id, cur, to, actor, reason)) != 0)
+    char cur[16];
+    snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    char at[32];
+    now_iso(at, sizeof at);
+    if (!(st = stmt(s, Q_SET_STATE)))
+        return RK_E_DB;
+    bind_text(st, 1, to);
+    bind_text(st, 2, at);
+    sqlite3_bind_int64(st, 3, job_id);
+    if ((rc = step_done(s, st)) != 0)
         return rc;
-    if ((strcmp(to, RK_ST_DELIVERED) == 0 || strcmp(to, RK_ST_REJECTED) == 0) &&
-        (rc = add_notice(s, job_id, to)) != 0)
+    if ((rc = record_step(s, job_id, cur, to, actor, reason, at)) != 0)
         return rc;
-    /* one log line per transition: ids, states and the reason (codes and
-     * technical messages, never the citizen's data) */
-    rk_log(strcmp(to, RK_ST_FAILED) == 0 ? RK_LOG_LVL_WARN : RK_LOG_LVL_INFO, "job",
-           "%lld: %s -> %s by %s%s%s", (long long)job_id, cur, to, actor,
-           reason ? ": " : "", reason ? reason : "");
+    log_path(job_id, (const char *[]){cur, to}, &reason, 1, actor);
     return 0;
 }
 

@@ -51,6 +51,12 @@ const char *rk_store_errmsg(rk_store *s);
 /* How long a statement waits for another process's lock before it fails
  * with SQLITE_BUSY (rk_store_open sets 10000 ms). */
 void rk_store_set_busy_timeout(rk_store *s, int ms);
+/* Moves WAL checkpoints off the committing thread: a commit that leaves
+ * at least `pages` pages in the WAL wakes a thread of the store's own
+ * (with its own connection) to checkpoint; at 16 times that the commit
+ * checkpoints itself.  For the daemon's connection, whose commits run on
+ * the event loop.  Stopped by rk_store_close. */
+int rk_store_background_checkpoints(rk_store *s, int pages);
 /* The last error with its cause named (disk full, locked) into out. */
 void rk_store_describe_error(rk_store *s, char *out, size_t n);
 
@@ -91,6 +97,34 @@ int rk_store_load_payload(rk_store *s, int64_t job_id, size_t max,
 /* Records which job took the submission. */
 int rk_store_set_match(rk_store *s, int64_t job_id, const char *job, long version,
                        const char *root_ns, const char *root_name);
+
+/*
+ * Moves a job along several states in one write of its row: path[0] is
+ * the state it must be in (else RK_E_STATE), path[1..steps] the states it
+ * passes, reason[i] the reason of the step into path[i + 1].  Each step
+ * gets its event and log line, as rk_store_transition would write them,
+ * but the row (and its state indexes) is written once, with the columns
+ * the flags below name.  The states in between are never visible to a
+ * reader: they exist inside one transaction.
+ */
+#define RK_ADV_MAX_STEPS 5
+typedef struct rk_advance {
+    const char *actor;
+    const char *path[RK_ADV_MAX_STEPS + 1];
+    const char *reason[RK_ADV_MAX_STEPS];
+    size_t steps;
+    int match; /* job, job_version; the submission's root_ns, root_name */
+    const char *job, *root_ns, *root_name;
+    long job_version;
+    int meta; /* reference, deadline_at (deadline_ms after receipt; 0: none) */
+    const char *reference;
+    int64_t deadline_ms;
+    int delivery; /* as rk_store_set_delivery */
+    int attempts;
+    int64_t next_attempt_ms;
+    const char *last_error, *target_id;
+} rk_advance;
+int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a);
 
 /* Moves a job to state `to`, appending an event.  When from is not NULL
  * the job must be in that state, else RK_E_STATE. */

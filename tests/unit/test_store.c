@@ -538,6 +538,93 @@ static void test_transition_wrong_from(void **state)
     assert_int_equal(count_where(f, "events", NULL), 1);
 }
 
+/* Several states in one write: the row once, one event per step with
+ * its reason, the match, reference, deadline and delivery columns. */
+static void test_advance(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    assert_int_equal(side_exec(f, "UPDATE submissions SET received_at ="
+                                  " '2026-01-01T00:00:00.000Z'", NULL, 0), SQLITE_OK);
+    rk_advance a = {.actor = "engine",
+                    .path = {RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED, RK_ST_READY,
+                             RK_ST_DELIVERING},
+                    .reason = {"xsd ok", "19 fields", "all rules passed", NULL},
+                    .steps = 4,
+                    .match = 1, .job = "fischereischein", .job_version = 3,
+                    .root_ns = "urn:a:1", .root_name = "Antrag",
+                    .meta = 1, .reference = "FS-2026-7", .deadline_ms = 3 * DAY_MS};
+    assert_int_equal(rk_store_advance(f->s, id, &a), 0);
+    assert_string_equal(q_text(f, "SELECT state || '|' || job || '|' || job_version || '|' ||"
+                                  " reference || '|' || deadline_at FROM jobs"),
+                        "delivering|fischereischein|3|FS-2026-7|1767484800000");
+    assert_string_equal(q_text(f, "SELECT root_ns || '|' || root_name FROM submissions"),
+                        "urn:a:1|Antrag");
+    assert_string_equal(q_text(f, "SELECT group_concat(from_state || '>' || to_state || ':' ||"
+                                  " coalesce(reason, '-'), ',') FROM (SELECT * FROM events"
+                                  " WHERE from_state IS NOT NULL ORDER BY id)"),
+                        "received>validated:xsd ok,validated>mapped:19 fields,"
+                        "mapped>ready:all rules passed,ready>delivering:-");
+    /* the end of a delivery round: state and delivery columns together */
+    rk_advance d = {.actor = "engine", .path = {RK_ST_DELIVERING, RK_ST_DELIVERED},
+                    .reason = {"sqlite: delivered"}, .steps = 1, .delivery = 1,
+                    .attempts = 1, .target_id = "row-7"};
+    assert_int_equal(rk_store_advance(f->s, id, &d), 0);
+    assert_string_equal(q_text(f, "SELECT state || '|' || attempts || '|' || target_id || '|' ||"
+                                  " coalesce(next_attempt_at, '-') FROM jobs"),
+                        "delivered|1|row-7|-");
+    assert_int_equal(count_where(f, "events", NULL), 6);
+}
+
+static void test_advance_refused(void **state)
+{
+    fixture *f = *state;
+    int64_t id = add(f);
+    assert_int_equal(side_exec(f, "UPDATE jobs SET updated_at = 'old'", NULL, 0), SQLITE_OK);
+    rk_advance a = {.actor = "engine", .path = {RK_ST_READY, RK_ST_DELIVERING},
+                    .steps = 1, .match = 1, .job = "x", .root_ns = "urn:x", .root_name = "X"};
+    assert_int_equal(rk_store_advance(f->s, id, &a), RK_E_STATE); /* it is received */
+    assert_int_equal(rk_store_advance(f->s, id + 1, &a), RK_E_NOTFOUND);
+    rk_advance bad = {.actor = "engine", .path = {RK_ST_RECEIVED, RK_ST_VALIDATED, "archived"},
+                      .steps = 2};
+    assert_int_equal(rk_store_advance(f->s, id, &bad), RK_E_STATE);
+    bad.steps = 0;
+    assert_int_equal(rk_store_advance(f->s, id, &bad), RK_E_STATE);
+    assert_string_equal(q_text(f, "SELECT state || '|' || updated_at || '|' ||"
+                                  " coalesce(job, '-') FROM jobs"),
+                        "received|old|-");
+    assert_null(q_text(f, "SELECT root_ns FROM submissions"));
+    assert_int_equal(count_where(f, "events", NULL), 1);
+}
+
+/* With background checkpoints, the WAL is copied into the database file
+ * by the store's own thread: no commit checkpoints (the hook replaced
+ * SQLite's automatic one), yet the file grows and the WAL is reused. */
+static void test_background_checkpoints(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(rk_store_background_checkpoints(f->s, 4), 0);
+    assert_int_not_equal(rk_store_background_checkpoints(f->s, 4), 0); /* once */
+    struct stat st0;
+    assert_int_equal(stat(f->db, &st0), 0);
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(rk_store_begin(f->s), 0);
+        for (int k = 0; k < 20; k++)
+            add(f);
+        assert_int_equal(rk_store_commit(f->s), 0);
+    }
+    /* the thread runs beside us: wait for the copy (at most 10 s) */
+    struct stat st;
+    for (int i = 0; i < 1000; i++) {
+        assert_int_equal(stat(f->db, &st), 0);
+        if (st.st_size > st0.st_size + 64 * 1024)
+            break;
+        usleep(10000);
+    }
+    assert_true(st.st_size > st0.st_size + 64 * 1024);
+    assert_int_equal(q_int(f, "SELECT count(*) FROM jobs"), 800);
+}
+
 static void test_transition_invalid_state(void **state)
 {
     fixture *f = *state;
@@ -1127,6 +1214,9 @@ int main(void)
         T(test_set_match),
         T(test_transition),
         T(test_transition_wrong_from),
+        T(test_advance),
+        T(test_advance_refused),
+        T(test_background_checkpoints),
         T(test_transition_invalid_state),
         cmocka_unit_test(test_states),
         T(test_events_append_only),
