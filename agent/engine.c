@@ -89,6 +89,7 @@ typedef struct witem {
     /* deliver: one round over the job's pending deliveries */
     char *job_name;
     const char *to_state;  /* set by commit_round_end, counted once committed */
+    int64_t retry_due;     /* set by commit_round_end: the next retry, 0: none */
     struct dpart **parts;
     size_t n_parts;
     size_t outstanding;
@@ -230,6 +231,18 @@ struct rk_engine {
     uv_timer_t commit_timer;  /* wakes the loop when a deferred commit is due */
     uint64_t commit_first_ms; /* uv_now when the oldest uncommitted item arrived */
     uint64_t stat_commits, stat_items, stat_flush_ns, stat_commit_ns, stat_post_ns; /* at stop */
+    /* the writer thread: it runs one batch of commitq at a time (statements
+     * and COMMIT) while the loop goes on; see "the commit cycle" */
+    uv_thread_t writer;
+    uv_async_t writer_done;   /* wakes the loop when a batch is written */
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    int writer_started;
+    int writing;              /* loop: a batch is with the writer (until write_finish) */
+    int wjob, wdone, wstop;   /* under wmu */
+    wqueue wbatch;            /* the batch being written */
+    int wok, wfailed;         /* its outcome, for write_finish */
+    int reload_pending;       /* SIGHUP while writing: reload after the batch */
     uv_timer_t retry_timer;
     uv_timer_t watch_timer;   /* other writers (rekeyctl), deadlines, purge */
     int64_t data_version;
@@ -358,6 +371,7 @@ static witem *job_item(rk_engine *e, wkind kind, int64_t job_id)
 
 static void pump(rk_engine *e);
 static void maybe_finish(rk_engine *e);
+static void store_wait(rk_engine *e);
 static int pump_notices(rk_engine *e);
 
 /* ---- intake ------------------------------------------------------------ */
@@ -431,6 +445,8 @@ static void on_claim(rk_inbox *in, const char *claimed_path, const char *name, i
     if (e->stopping)
         return; /* stays in .claimed/ and is taken on the next start */
     int64_t job_id;
+    if (recovered)
+        store_wait(e);
     if (recovered && rk_store_find_source_ref(e->store, e->source, name, &job_id) == 0) {
         /* only when the claimed file is byte-identical could it be the same
          * submission; a re-used name with new content is a new submission */
@@ -1174,9 +1190,7 @@ static int commit_round_end(rk_engine *e, witem *w)
                                             .last_error = last_error,
                                             .target_id = first_target});
     w->to_state = to;
-    if (!rc && retry && strcmp(to, RK_ST_RETRY_WAIT) == 0 &&
-        (e->next_retry_ms == 0 || due < e->next_retry_ms))
-        e->next_retry_ms = due;
+    w->retry_due = !rc && retry && strcmp(to, RK_ST_RETRY_WAIT) == 0 ? due : 0;
     rk_buf_free(&why);
     return rc;
 }
@@ -1261,6 +1275,8 @@ static void post_deliver(rk_engine *e, witem *w, int committed)
                 rk_metrics_delivery_attempt(w->job->name, p->d.name, result[p->status]);
         }
         rk_metrics_transition(w->job->name, w->to_state);
+        if (w->retry_due && (e->next_retry_ms == 0 || w->retry_due < e->next_retry_ms))
+            e->next_retry_ms = w->retry_due;
     }
     witem_free(w);
     arm_retry_timer(e);
@@ -1347,6 +1363,10 @@ static int on_retry_due(const rk_pending *p, void *arg)
 static void on_retry_timer(uv_timer_t *t)
 {
     rk_engine *e = t->data;
+    if (e->writing) { /* see store_wait: never block the loop for a timer */
+        uv_timer_start(&e->retry_timer, on_retry_timer, 5, 0);
+        return;
+    }
     static const char *const st[] = {RK_ST_RETRY_WAIT, NULL};
     due_ctx d = {e, rk_now_ms(), 0};
     e->next_retry_ms = 0;
@@ -1427,7 +1447,7 @@ static void load_pauses(rk_engine *e)
 static void on_watch(uv_timer_t *t)
 {
     rk_engine *e = t->data;
-    if (e->stopping)
+    if (e->stopping || e->writing) /* writing: at the next tick (see store_wait) */
         return;
     int64_t dv = rk_store_data_version(e->store);
     /* resweep: results that could not be recorded (disk full, locked) left
@@ -1496,26 +1516,31 @@ static int item_failed(const witem *w, int rc)
 
 /*
  * Commits every finished item in one transaction (group commit: one
- * fsync for hundreds of transitions), then runs what must follow each
- * commit.  The items are written without savepoints, as the common case
- * is that all of them succeed; when one fails, the transaction is rolled
- * back and the batch written again with a savepoint around each item, so
- * a failing item leaves no half of its writes behind and does not undo
- * the others.  commit_* functions are written to be run twice.
+ * fsync for hundreds of transitions).  The items are written without
+ * savepoints, as the common case is that all of them succeed; when one
+ * fails, the transaction is rolled back and the batch written again with
+ * a savepoint around each item, so a failing item leaves no half of its
+ * writes behind and does not undo the others.  commit_* functions are
+ * written to be run twice.
+ *
+ * This runs on the writer thread.  The commit_* functions touch only
+ * their item, the store and the registry (under reg_lock); what follows a
+ * commit (archiving inbox files, queueing the next step, metrics, timers)
+ * is write_finish's, on the loop thread.  While a batch is with the
+ * writer the loop goes on claiming, processing and delivering; the
+ * results meet in commitq and make the next batch, so batches grow with
+ * the load by themselves.  The loop uses the store only when the writer
+ * is idle: see store_wait() below.
  */
-static void flush(rk_engine *e)
+static void write_batch(rk_engine *e)
 {
-    if (!e->commitq.head)
-        return;
     uint64_t t0 = uv_hrtime();
-    uv_timer_stop(&e->commit_timer);
-    wqueue batch = e->commitq;
-    memset(&e->commitq, 0, sizeof e->commitq);
+    wqueue *batch = &e->wbatch;
     int txn = rk_store_begin(e->store) == 0, failed = 0;
     int isolate = 0;
     if (!txn) /* locked or full: writing item by item would commit each alone */
         rk_store_describe_error(e->store, e->store_err, sizeof e->store_err);
-    for (witem *w = batch.head; txn && w; w = w->next) {
+    for (witem *w = batch->head; txn && w; w = w->next) {
         if (item_failed(w, commit_item(e, w))) {
             isolate = 1;
             break;
@@ -1524,7 +1549,7 @@ static void flush(rk_engine *e)
     if (isolate) {
         rk_store_rollback(e->store);
         txn = rk_store_begin(e->store) == 0;
-        for (witem *w = batch.head; txn && w; w = w->next) {
+        for (witem *w = batch->head; txn && w; w = w->next) {
             rk_store_savepoint(e->store);
             int rc = commit_item(e, w);
             rk_store_savepoint_end(e->store, !item_failed(w, rc));
@@ -1544,15 +1569,95 @@ static void flush(rk_engine *e)
     int ok = txn && rk_store_commit(e->store) == 0;
     e->stat_commit_ns += uv_hrtime() - t1;
     e->stat_commits++;
-    e->stat_items += batch.n;
+    e->stat_items += batch->n;
     if (!ok) {
         if (txn)
             rk_store_describe_error(e->store, e->store_err, sizeof e->store_err);
-        rk_error("engine", "commit of %zu results failed: %s", batch.n, e->store_err);
+        rk_error("engine", "commit of %zu results failed: %s", batch->n, e->store_err);
         failed = 1;
         if (txn)
             rk_store_rollback(e->store);
     }
+    e->wok = ok;
+    e->wfailed = failed;
+    e->stat_flush_ns += uv_hrtime() - t0;
+}
+
+static void writer_main(void *arg)
+{
+    rk_engine *e = arg;
+    pthread_mutex_lock(&e->wmu);
+    for (;;) {
+        while (!e->wjob && !e->wstop)
+            pthread_cond_wait(&e->wcv, &e->wmu);
+        if (e->wstop)
+            break;
+        pthread_mutex_unlock(&e->wmu);
+        write_batch(e);
+        pthread_mutex_lock(&e->wmu);
+        e->wjob = 0;
+        e->wdone = 1;
+        pthread_cond_broadcast(&e->wcv);
+        /* under the lock: write_finish takes it before the loop can close
+         * the handle at shutdown, so this send is never on a closed one */
+        uv_async_send(&e->writer_done);
+    }
+    pthread_mutex_unlock(&e->wmu);
+}
+
+/* Hands commitq to the writer thread as the next batch. */
+static void flush(rk_engine *e)
+{
+    if (!e->commitq.head || e->writing)
+        return;
+    uv_timer_stop(&e->commit_timer);
+    e->wbatch = e->commitq;
+    memset(&e->commitq, 0, sizeof e->commitq);
+    e->writing = 1;
+    pthread_mutex_lock(&e->wmu);
+    e->wjob = 1;
+    e->wdone = 0;
+    pthread_cond_signal(&e->wcv);
+    pthread_mutex_unlock(&e->wmu);
+}
+
+/*
+ * The loop thread uses the store only while the writer is idle, and only
+ * after write_finish ran what follows the last batch, so it never sees a
+ * committed job that the engine's memory does not know yet.  Timers
+ * (retry, watch) and reload wait for that by trying again later; the
+ * notices of sources are pumped at a later turn.  What cannot wait (a
+ * recovered file in an inbox scan, a source recording its answer or its
+ * health, all nested in other modules' callbacks) blocks here until the
+ * writer is done: a few milliseconds, or up to busy_timeout_ms while
+ * another process holds the database.  Those touch nothing the batch's
+ * follow-up changes.
+ */
+static void store_wait(rk_engine *e)
+{
+    if (!e->writing)
+        return;
+    pthread_mutex_lock(&e->wmu);
+    while (!e->wdone)
+        pthread_cond_wait(&e->wcv, &e->wmu);
+    pthread_mutex_unlock(&e->wmu);
+}
+
+/* What follows a written batch, on the loop thread: the hold of intake
+ * after a failed write, and each item's next step.  Does nothing while
+ * the writer is still at it. */
+static void write_finish(rk_engine *e)
+{
+    if (!e->writing)
+        return;
+    pthread_mutex_lock(&e->wmu);
+    int done = e->wdone;
+    e->wdone = 0;
+    pthread_mutex_unlock(&e->wmu);
+    if (!done)
+        return;
+    e->writing = 0;
+    int ok = e->wok, failed = e->wfailed;
     if (failed && !e->once) {
         e->resweep = 1;
         intake_hold(e);
@@ -1561,6 +1666,8 @@ static void flush(rk_engine *e)
         e->intake_hold_ms = 0;
     }
     uint64_t t2 = uv_hrtime();
+    wqueue batch = e->wbatch;
+    memset(&e->wbatch, 0, sizeof e->wbatch);
     witem *w;
     while ((w = q_pop(&batch)) != NULL) {
         int committed = ok && !(w->phase & 0x100);
@@ -1571,9 +1678,26 @@ static void flush(rk_engine *e)
         default: post_deliver(e, w, committed); break;
         }
     }
-    uint64_t t3 = uv_hrtime();
-    e->stat_post_ns += t3 - t2;
-    e->stat_flush_ns += t3 - t0;
+    e->stat_post_ns += uv_hrtime() - t2;
+    if (e->reload_pending)
+        rk_engine_reload(e);
+}
+
+static void on_writer_done(uv_async_t *h)
+{
+    (void)h; /* on_check, right after this, finishes the batch and starts the next */
+}
+
+static void writer_stop(rk_engine *e)
+{
+    if (!e->writer_started)
+        return;
+    pthread_mutex_lock(&e->wmu);
+    e->wstop = 1;
+    pthread_cond_signal(&e->wcv);
+    pthread_mutex_unlock(&e->wmu);
+    uv_thread_join(&e->writer);
+    e->writer_started = 0;
 }
 
 static void on_commit_timer(uv_timer_t *t)
@@ -1590,7 +1714,7 @@ static void on_commit_timer(uv_timer_t *t)
  */
 static int commit_due(rk_engine *e)
 {
-    if (!e->commitq.head)
+    if (!e->commitq.head || e->writing)
         return 0;
     if (e->stopping || e->inflight == 0 || e->commitq.n >= e->cfg->commit_max_items)
         return 1;
@@ -1618,6 +1742,8 @@ static void pump(rk_engine *e)
         return;
     }
     while (e->inflight < e->max_inflight && e->process_wait.head) {
+        if (!e->process_wait.head->data && e->writing)
+            break; /* its payload is read when the writer is idle */
         witem *w = q_pop(&e->process_wait);
         if (!w->data) {
             char *uid = NULL;
@@ -1649,7 +1775,8 @@ static void pump(rk_engine *e)
 
 static int engine_idle(rk_engine *e)
 {
-    if (e->inflight || e->commitq.head || e->process_wait.head || e->intake_wait.head)
+    if (e->inflight || e->commitq.head || e->writing || e->process_wait.head ||
+        e->intake_wait.head)
         return 0;
     for (slot *s = e->slots; s; s = s->next)
         if (s->busy || s->head)
@@ -1721,7 +1848,7 @@ static int pump_notices(rk_engine *e)
     int any = 0;
     for (src_entry *s = e->sources; s; s = s->next)
         any |= s->id && s->ops->outcome;
-    if (!any || e->stopping)
+    if (!any || e->stopping || e->writing) /* writing: at a later turn of the loop */
         return 0;
     e->last_notice_ms = rk_now_ms();
     /* a notice its source failed to send is offered again a minute later
@@ -1745,6 +1872,7 @@ void rk_engine_notice_done(rk_engine *e, int64_t notice_id, int ok, const char *
     }
     if (!e->store)
         return;
+    store_wait(e);
     if (rk_store_notice_done(e->store, notice_id, ok, error))
         rk_error("engine", "notice %lld: cannot record the source's answer",
                  (long long)notice_id);
@@ -1756,6 +1884,8 @@ void rk_engine_notice_done(rk_engine *e, int64_t notice_id, int ok, const char *
 void rk_engine_source_health(rk_engine *e, const char *source_id, int ok, const char *error,
                              int64_t next_poll_ms)
 {
+    if (e->store)
+        store_wait(e);
     if (e->store && rk_store_source_health(e->store, source_id, ok, error, next_poll_ms))
         rk_warn("engine", "%s: cannot record the source's health", source_id);
 }
@@ -1767,6 +1897,7 @@ const rk_config *rk_engine_config(rk_engine *e) { return e->cfg; }
 static void on_check(uv_check_t *h)
 {
     rk_engine *e = h->data;
+    write_finish(e);
     if (commit_due(e))
         flush(e);
     pump(e);
@@ -1838,6 +1969,8 @@ static void on_handle_closed(uv_handle_t *h)
         void *arg = e->done_arg;
         int status = e->status;
         pthread_rwlock_destroy(&e->reg_lock);
+        pthread_cond_destroy(&e->wcv);
+        pthread_mutex_destroy(&e->wmu);
         free(e->held.slot);
         free(e->notices_out.slot);
         free(e->notices_failed.slot);
@@ -1863,7 +1996,7 @@ static void on_source_closed(void *arg)
 /* Once stopping and nothing is in flight: close everything. */
 static void maybe_finish(rk_engine *e)
 {
-    if (!e->stopping || e->finished || e->inflight || e->commitq.head)
+    if (!e->stopping || e->finished || e->inflight || e->commitq.head || e->writing)
         return;
     for (slot *s = e->slots; s; s = s->next)
         if (s->busy || s->head)
@@ -1894,18 +2027,19 @@ static void maybe_finish(rk_engine *e)
         free(s->conn_name);
         free(s);
     }
+    writer_stop(e);
     rk_store_close(e->store);
     e->store = NULL;
     rk_registry_free(e->reg);
     e->reg = NULL;
     if (e->stat_commits)
-        rk_info("engine", "%llu group commits of %.1f items on average; %.3f s on the loop "
-                          "thread: %.3f s writing, %.3f s in COMMIT, %.3f s in what follows "
-                          "the commits",
+        rk_info("engine", "%llu group commits of %.1f items on average; %.3f s on the writer "
+                          "thread: %.3f s writing, %.3f s in COMMIT; %.3f s on the loop "
+                          "thread in what follows the commits",
                 (unsigned long long)e->stat_commits,
                 (double)e->stat_items / (double)e->stat_commits, e->stat_flush_ns / 1e9,
-                (e->stat_flush_ns - e->stat_commit_ns - e->stat_post_ns) / 1e9,
-                e->stat_commit_ns / 1e9, e->stat_post_ns / 1e9);
+                (e->stat_flush_ns - e->stat_commit_ns) / 1e9, e->stat_commit_ns / 1e9,
+                e->stat_post_ns / 1e9);
     rk_info("engine", "stopped");
     while (e->sources) {
         src_entry *src = e->sources;
@@ -1919,6 +2053,7 @@ static void maybe_finish(rk_engine *e)
     uv_close((uv_handle_t *)&e->commit_timer, on_handle_closed);
     uv_close((uv_handle_t *)&e->retry_timer, on_handle_closed);
     uv_close((uv_handle_t *)&e->watch_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&e->writer_done, on_handle_closed);
     if (e->inbox)
         rk_inbox_stop(e->inbox, on_inbox_closed, e);
     else
@@ -1938,6 +2073,11 @@ void rk_engine_stop(rk_engine *e)
 
 void rk_engine_reload(rk_engine *e)
 {
+    if (e->writing) { /* after the batch: write_finish calls again */
+        e->reload_pending = 1;
+        return;
+    }
+    e->reload_pending = 0;
     char *errors = NULL;
     pthread_rwlock_wrlock(&e->reg_lock);
     int rc = rk_registry_reload(e->reg, &e->cfg->vars, &errors);
@@ -2041,7 +2181,20 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
     e->retry_timer.data = e;
     uv_timer_init(loop, &e->watch_timer);
     e->watch_timer.data = e;
-    e->handles_open = 5; /* check, commit, retry and watch timers, inbox */
+    uv_async_init(loop, &e->writer_done, on_writer_done);
+    e->writer_done.data = e;
+    e->handles_open = 6; /* check, commit, retry and watch timers, writer, inbox */
+    pthread_mutex_init(&e->wmu, NULL);
+    pthread_cond_init(&e->wcv, NULL);
+    if (uv_thread_create(&e->writer, writer_main, e) != 0) {
+        snprintf(err, errlen, "cannot start the writer thread");
+        e->stopping = 1;
+        *out = NULL;
+        e->done_cb = NULL;
+        maybe_finish(e);
+        return RK_E_STATE;
+    }
+    e->writer_started = 1;
     e->data_version = rk_store_data_version(e->store);
     e->last_purge_ms = rk_now_ms() - 3600000 + 60000; /* first purge a minute after start */
     load_pauses(e);

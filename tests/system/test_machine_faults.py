@@ -400,3 +400,44 @@ def test_delivery_not_recorded_is_delivered_again_without_restart(tmp_path, daem
     assert len(keys) == 2 and keys[0] == keys[1]  # the same idempotency key twice
     assert "SQLITE_BUSY" in d.text()
     assert d.stop() == 0
+
+
+def test_loop_answers_while_a_commit_waits_for_a_lock(tmp_path):
+    """Commits run on rekeyd's writer thread: while one waits for a lock
+    that another process holds, the event loop goes on and answers HTTP
+    (before, the loop itself waited, up to busy_timeout_ms)."""
+    import http.client
+    from apihelp import Daemon as HttpDaemon, http_section
+    rig = Rig(tmp_path / "run", extra=http_section())
+    with open(rig.config) as f:
+        cfg = f.read().replace("[rekeyd]\n", "[rekeyd]\nbusy_timeout_ms = 60000\n", 1)
+    with open(rig.config, "w") as f:
+        f.write(cfg)
+    d = HttpDaemon(rig)
+    ready, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=hold_lock, args=(rig.db, 90.0, ready, release))
+    locker.start()
+    try:
+        assert ready.wait(10)
+        rig.drop(SAMPLES[0])
+        claimed = os.path.join(rig.inbox, ".claimed")
+        rig.wait_for(lambda: os.path.isdir(claimed) and os.listdir(claimed)
+                     and not [f for f in os.listdir(rig.inbox) if not f.startswith(".")],
+                     what="the file claimed")
+        time.sleep(1.0)  # read, hashed, compressed: its commit waits for the lock
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        assert r.status == 200, body
+        assert locker.is_alive(), "the lock was gone before the answer"
+        assert rig.q("SELECT count(*) FROM submissions") == [(0,)]
+    finally:
+        release.set()
+        locker.join()
+    rig.wait_for(lambda: delivered(rig, 1), timeout=30, what="delivery after the lock")
+    assert len(rig.target_rows("besucherparkausweis")) == 1
+    assert inbox_files(rig) == []
+    log = d.stop()
+    assert "SQLITE_BUSY" not in log  # waited, not failed
