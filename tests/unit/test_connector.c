@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -624,6 +625,38 @@ static void test_sqlite_busy(void **state)
     assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 2);
 }
 
+/* Holds the target's write lock for a while, then lets go. */
+static void *hold_lock(void *arg)
+{
+    sqlite3 *h = arg;
+    usleep(30000);
+    sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
+    return NULL;
+}
+
+/* A lock released within busy_timeout_ms: the connector waits for it
+ * (its own busy handler) and the record goes in. */
+static void test_sqlite_busy_wait(void **state)
+{
+    (void)state;
+    const char *db = tmp_path("busywait.db");
+    rk_conn *c = open_sqlite(db, "antrag", "busy_timeout_ms", "10000", NULL);
+    rk_kv f[] = {{"nachname", "Muster"}};
+    assert_int_equal(deliver(c, "key-1", f, 1).st, RK_DELIVER_OK);
+    sqlite3 *h = NULL;
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hold_lock, h), 0);
+    answer a = deliver(c, "key-2", f, 1);
+    pthread_join(t, NULL);
+    sqlite3_close(h);
+    assert_int_equal(a.st, RK_DELIVER_OK);
+    assert_string_equal(a.tid, "2");
+    rk_conn_close(c);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 2);
+}
+
 /* A constraint of the target other than the key: PERMANENT, naming the
  * column, never the value. */
 static void test_sqlite_constraint(void **state)
@@ -821,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_sqlite_new_field),
         cmocka_unit_test(test_sqlite_identifiers),
         cmocka_unit_test(test_sqlite_busy),
+        cmocka_unit_test(test_sqlite_busy_wait),
         cmocka_unit_test(test_sqlite_constraint),
         cmocka_unit_test(test_sqlite_batch),
         cmocka_unit_test(test_sqlite_no_create),
