@@ -178,6 +178,8 @@ class Rig:
                       "settle_ms": "0", "rescan_ms": str(args.rescan_ms)},
             "vars": {"target_db": self.target},
         }
+        for section, kv in getattr(args, "extra", {}).items():
+            sections.setdefault(section, {}).update(kv)
         with open(self.config, "w") as f:
             for name, kv in sections.items():
                 f.write(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items()))
@@ -668,7 +670,16 @@ def main(argv=None):
                          "from ../connectors beside its folder)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the run folders (queues, logs) under OUT/run")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="one more rekeyd setting, e.g. rekeyd.commit_max_ms=2 (repeatable)")
     args = ap.parse_args(argv)
+    args.extra = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not eq or not dot or not section or not name:
+            ap.error(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        args.extra.setdefault(section, {})[name] = value
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - {"floor", "backlog", "rate", "intake"}
     if unknown:
@@ -698,6 +709,7 @@ def main(argv=None):
         "settings": {"n": args.n, "rate": args.rate, "seconds": args.seconds,
                      "queue": args.queue, "intake": args.intake, "workers": args.workers or None,
                      "sync": args.sync, "settle_ms": 0, "rescan_ms": args.rescan_ms,
+                     "set": args.set,
                      "log_level": args.log_level, "seed": args.seed,
                      "rekeyd": os.path.relpath(args.rekeyd, ROOT)
                      if args.rekeyd.startswith(ROOT + os.sep) else args.rekeyd,
