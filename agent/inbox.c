@@ -47,7 +47,7 @@
 #define COMP "inbox"
 #define ID_BYTES 6
 #define ID_HEX (2 * ID_BYTES)
-#define DEBOUNCE_MS 20
+#define DEBOUNCE_MS 5
 #define MAX_UNIQUE 1000 /* NAME, NAME.1 .. NAME.999 in archive/error */
 #define MAX_CLAIM_SLOTS 1000
 
@@ -88,6 +88,7 @@ struct rk_inbox {
 
     uv_fs_event_t watch;
     uv_timer_t rescan, debounce, settle;
+    uint64_t last_scan_ms;  /* mono_ms of the last scan's start */
     int handles_open;
     int stopping;
     void (*close_cb)(void *arg);
@@ -1061,6 +1062,7 @@ static void scan(rk_inbox *in)
         return;
     }
     in->in_scan = 1;
+    in->last_scan_ms = mono_ms();
     do {
         in->scan_again = 0;
         report_leftovers(in);
@@ -1090,8 +1092,11 @@ void rk_inbox_hold(rk_inbox *in, int hold)
         scan(in);
 }
 
-/* A change in the inbox: scan after DEBOUNCE_MS, so a burst of events
- * (a writer appending, fifty files dropped at once) costs one scan. */
+/* A change in the inbox: scan at once when the last scan is more than
+ * DEBOUNCE_MS ago, else when it will be, so a lone file is taken without
+ * waiting and a burst of events (a writer appending, fifty files dropped
+ * at once) costs one scan per DEBOUNCE_MS.  A file still being written
+ * is kept out by settle_ms, not by this delay. */
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     rk_inbox *in = h->data;
@@ -1106,8 +1111,10 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
     }
     if (filename && filename[0] == '.')
         return; /* temp files, .claimed */
-    if (!uv_is_active((uv_handle_t *)&in->debounce))
-        uv_timer_start(&in->debounce, on_timer, DEBOUNCE_MS, 0);
+    if (!uv_is_active((uv_handle_t *)&in->debounce)) {
+        uint64_t next = in->last_scan_ms + DEBOUNCE_MS, now = mono_ms();
+        uv_timer_start(&in->debounce, on_timer, next > now ? next - now : 0, 0);
+    }
 }
 
 /* ---- public API -------------------------------------------------------- */

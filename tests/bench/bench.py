@@ -456,6 +456,29 @@ def step_rate(m, cdir, work, args):
                  " JOIN submissions s ON s.id = j.submission_id"
                  " WHERE e.to_state = 'delivered'")
     lat = sorted(iso_ms(at) - arrival[ref] for ref, at in rows if ref in arrival)
+    # where the time goes: arrival -> received (claim, read, hash, compress),
+    # received -> delivering (intake commit, validation, mapping, processing
+    # commit), delivering -> delivered (the connector and the last commit)
+    stage_rows = rig.q(
+        "SELECT s.source_ref, s.received_at,"
+        " (SELECT at FROM events WHERE job_id = j.id AND to_state = 'delivering' LIMIT 1),"
+        " (SELECT at FROM events WHERE job_id = j.id AND to_state = 'delivered' LIMIT 1)"
+        " FROM jobs j JOIN submissions s ON s.id = j.submission_id"
+        " WHERE j.state = 'delivered'")
+    parts = {"arrival_to_received": [], "received_to_delivering": [],
+             "delivering_to_delivered": []}
+    for ref, rec, dlv0, dlv1 in stage_rows:
+        if ref not in arrival or not dlv0 or not dlv1:
+            continue
+        parts["arrival_to_received"].append(iso_ms(rec) - arrival[ref])
+        parts["received_to_delivering"].append(iso_ms(dlv0) - iso_ms(rec))
+        parts["delivering_to_delivered"].append(iso_ms(dlv1) - iso_ms(dlv0))
+    stages = {}
+    for k, v in parts.items():
+        v.sort()
+        stages[k] = {"p50": round(percentile(v, 50), 1) if v else None,
+                     "p99": round(percentile(v, 99), 1) if v else None}
+    res["stages_ms"] = stages
     states = outcome(rig)
     res.update({
         "states": states,
@@ -617,6 +640,12 @@ def table(r):
         rows.append((f"latency at {fmt(rt['offered_per_second'])}/s: p50 / p95 / p99 ms",
                      f"{fmt(lat['p50'])} / {fmt(lat['p95'])} / {fmt(lat['p99'])}",
                      f"p99 <= {TARGETS['p99_ms']}"))
+        for key, label in (("arrival_to_received", "arrival -> received"),
+                           ("received_to_delivering", "received -> delivering"),
+                           ("delivering_to_delivered", "delivering -> delivered")):
+            sv = (rt.get("stages_ms") or {}).get(key) or {}
+            rows.append((f"  {label}: p50 / p99 ms",
+                         f"{fmt(sv.get('p50'))} / {fmt(sv.get('p99'))}", ""))
         rows.append(("  offered rate achieved, files/s", fmt(rt.get("achieved_per_second")), ""))
         rows.append(("RSS idle (VmHWM after 2 s), MB", fmt(kb_mb(rt.get("idle_hwm_kb")), nd=1),
                      f"<= {TARGETS['idle_rss_mb']}"))

@@ -50,9 +50,14 @@ class Rig:
             f.write(text + extra)
 
     def drop(self, *paths):
+        """Copies files into the inbox as a writer must when settle_ms = 0
+        (the Rig's setting): under a dot name, then renamed in."""
         for p in paths:
             src = p if os.path.isabs(p) else os.path.join(DATA, p)
-            shutil.copy(src, os.path.join(self.inbox, os.path.basename(src)))
+            name = os.path.basename(src)
+            tmp = os.path.join(self.inbox, "." + name + ".tmp")
+            shutil.copy(src, tmp)
+            os.rename(tmp, os.path.join(self.inbox, name))
 
     def drop_bytes(self, name, data):
         tmp = os.path.join(self.inbox, "." + name + ".tmp")

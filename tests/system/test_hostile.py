@@ -384,14 +384,17 @@ def test_files_rekeyd_creates_are_private(tmp_path):
     try:
         rig.wait_for(lambda: os.path.isdir(os.path.join(rig.inbox, ".claimed")),
                      what="the inbox")
-        good = os.path.join(rig.inbox, "gut.xml")
+        # written under dot names and renamed in, as settle_ms = 0 requires
+        good = os.path.join(rig.inbox, ".gut.xml.tmp")
         with open(good, "wb") as f:
             f.write(sample("besucherparkausweis-01-tag.xml"))
         os.chmod(good, 0o644)
-        bad = os.path.join(rig.inbox, "notiz.txt")
+        os.rename(good, os.path.join(rig.inbox, "gut.xml"))
+        bad = os.path.join(rig.inbox, ".notiz.txt.tmp")
         with open(bad, "w") as f:
             f.write("kein XML")
         os.chmod(bad, 0o666)
+        os.rename(bad, os.path.join(rig.inbox, "notiz.txt"))
         rig.wait_for(lambda: rig.q("SELECT state FROM jobs") == [("delivered",)],
                      what="delivery")
         rig.wait_for(lambda: os.path.exists(os.path.join(rig.error, "notiz.txt.reason")),
