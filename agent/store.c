@@ -806,17 +806,27 @@ int rk_store_set_match(rk_store *s, int64_t job_id, const char *job, long versio
     return step_done(s, st);
 }
 
-/* The state of a job an expected-state UPDATE did not change: RK_E_STATE
- * when it is in another state, RK_E_NOTFOUND when there is no such job. */
-static int why_unchanged(rk_store *s, int64_t job_id)
+/* The job's state into cur: 0, RK_E_NOTFOUND or RK_E_DB. */
+static int state_of(rk_store *s, int64_t job_id, char *cur, size_t n)
 {
     sqlite3_stmt *st = stmt(s, Q_STATE_OF);
     if (!st)
         return RK_E_DB;
     sqlite3_bind_int64(st, 1, job_id);
     int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        snprintf(cur, n, "%s", (const char *)sqlite3_column_text(st, 0));
     sqlite3_reset(st);
-    return rc == SQLITE_ROW ? RK_E_STATE : rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
+}
+
+/* Why an expected-state UPDATE changed nothing: RK_E_STATE when the job
+ * is in another state, RK_E_NOTFOUND when there is no such job. */
+static int why_unchanged(rk_store *s, int64_t job_id)
+{
+    char cur[16];
+    int rc = state_of(s, job_id, cur, sizeof cur);
+    return rc ? rc : RK_E_STATE;
 }
 
 /* After the row moved from `from` to `to`: the event and the notice of a
@@ -946,21 +956,14 @@ int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const cha
     if (from) /* the engine's hot path: write at once, read only to tell why not */
         return rk_store_advance(s, job_id, &(rk_advance){
             .actor = actor, .path = {from, to}, .reason = {reason}, .steps = 1});
-    sqlite3_stmt *st = stmt(s, Q_STATE_OF);
-    if (!st)
-        return RK_E_DB;
-    sqlite3_bind_int64(st, 1, job_id);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(st);
-        return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
-    }
     char cur[16];
-    snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(st, 0));
-    sqlite3_reset(st);
+    int rc = state_of(s, job_id, cur, sizeof cur);
+    if (rc)
+        return rc;
     char at[32];
     now_iso(at, sizeof at);
-    if (!(st = stmt(s, Q_SET_STATE)))
+    sqlite3_stmt *st = stmt(s, Q_SET_STATE);
+    if (!st)
         return RK_E_DB;
     bind_text(st, 1, to);
     bind_text(st, 2, at);
