@@ -1,13 +1,15 @@
 /*
  * engine.h — the pipeline of rekeyd on one libuv loop.
  *
- * intake (inbox → store) → process (parse, match, validate, map, check on
- * the thread pool) → deliver (connector on the thread pool, many records
- * per call when the connector has deliver_batch).  Results come back to
- * the loop thread and are committed in batches (group commit): while work
- * is running a commit waits up to [rekeyd] commit_max_ms for more results,
- * up to commit_max_items of them, and what must follow a commit (archiving
- * the source file, starting the next stage) runs only after it.  The
+ * intake with processing (read, hash, compress, parse, match, validate,
+ * map, check: one step on the thread pool) → deliver (connector on the
+ * thread pool, many records per call when the connector has
+ * deliver_batch).  Results come back to the loop thread and are committed
+ * in batches (group commit) by the engine's writer thread while the loop
+ * goes on: while work is running a batch waits up to [rekeyd]
+ * commit_max_ms for more results, up to commit_max_items of them, and what
+ * must follow a commit (archiving the source file, starting the next
+ * stage) runs on the loop thread only after it.  The
  * directory inbox is held while [inbox] claim_ahead files are taken and
  * not yet stored.
  *

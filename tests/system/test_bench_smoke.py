@@ -85,6 +85,13 @@ def test_bench_writes_every_metric(tmp_path):
     lat = rt["latency_ms"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert rt["achieved_per_second"] > 0
+    # its three stages, each ordered and within the whole
+    st = rt["stages_ms"]
+    assert set(st) == {"arrival_to_received", "received_to_delivering",
+                       "delivering_to_delivered"}
+    for part in st.values():
+        assert 0 <= part["p50"] <= part["p99"] <= lat["max"]
+    assert sum(part["p50"] for part in st.values()) <= lat["p99"] * 3
 
     # memory: idle after 2 s, and peaks at least as high
     mem = r["memory"]
