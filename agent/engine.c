@@ -1573,7 +1573,9 @@ static void write_batch(rk_engine *e)
                 rk_store_describe_error(e->store, e->store_err, sizeof e->store_err);
                 rk_error("engine", "job %lld: could not record the result: %s",
                          (long long)w->job_id, e->store_err);
-                w->rc = w->rc ? w->rc : rc;
+                /* not w->rc: for an intake that would send the file to
+                 * the error folder, but the store failed, not the file;
+                 * it stays claimed and is taken in again (post_intake) */
                 w->phase |= 0x100; /* mark: not committed */
                 failed = 1;
             }

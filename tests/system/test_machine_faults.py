@@ -441,3 +441,42 @@ def test_loop_answers_while_a_commit_waits_for_a_lock(tmp_path):
     assert inbox_files(rig) == []
     log = d.stop()
     assert "SQLITE_BUSY" not in log  # waited, not failed
+
+
+def test_one_result_the_store_refuses_leaves_its_file_and_not_the_others(tmp_path, daemons):
+    """A group commit in which one document's writes fail (here a trigger
+    refuses its fields) is written again item by item: the others are
+    stored and delivered, the refused one is not stored, not sent to the
+    error folder (the file is fine; the store said no), stays claimed and
+    is taken in again once the store takes it."""
+    rig = Rig(tmp_path / "run", extra="")
+    base = open(SAMPLES[0], "rb").read()
+    d = daemons(rig, tmp_path / "rekeyd.log")
+    rig.wait_for(lambda: os.path.exists(rig.db) and rig.q(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'fields'") == [(1,)],
+        what="the store")
+    con = sqlite3.connect(rig.db, timeout=30, isolation_level=None)
+    try:
+        con.execute("CREATE TRIGGER refuse BEFORE INSERT ON fields WHEN NEW.value ="
+                    " 'Sonderfall' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    finally:
+        con.close()
+    names = [f"antrag-{i}.xml" for i in range(8)]
+    for i, name in enumerate(names):
+        data = base.replace("Köhler".encode(), ("Sonderfall" if i == 3 else f"Köhler{i}")
+                            .encode())
+        rig.drop_bytes(name, data)
+    rig.wait_for(lambda: delivered(rig, 7), what="the seven others delivered")
+    d.wait_log("refused by the test")
+    assert rig.q("SELECT count(*) FROM submissions WHERE source_ref = 'antrag-3.xml'") == [(0,)]
+    assert [f for f in inbox_files(rig) if f.startswith("antrag-3.xml")], inbox_files(rig)
+    assert not os.path.exists(os.path.join(rig.error, "antrag-3.xml"))
+    con = sqlite3.connect(rig.db, timeout=30, isolation_level=None)
+    try:
+        con.execute("DROP TRIGGER refuse")
+    finally:
+        con.close()
+    rig.wait_for(lambda: delivered(rig, 8), timeout=40, what="the eighth after the store took it")
+    assert inbox_files(rig) == [] and os.listdir(rig.error) == []
+    assert len(rig.target_rows("besucherparkausweis")) == 8
+    assert d.stop() == 0
