@@ -1552,6 +1552,10 @@ static void write_batch(rk_engine *e)
 {
     uint64_t t0 = uv_hrtime();
     wqueue *batch = &e->wbatch;
+    /* the batch's log lines (one per item and step) leave in one write */
+    rk_buf lines;
+    rk_buf_init(&lines, 1 << 20);
+    rk_log_hold(&lines);
     int txn = rk_store_begin(e->store) == 0, failed = 0;
     int isolate = 0;
     if (!txn) /* locked or full: writing item by item would commit each alone */
@@ -1564,6 +1568,7 @@ static void write_batch(rk_engine *e)
     }
     if (isolate) {
         rk_store_rollback(e->store);
+        rk_log_drop(); /* those steps did not happen; they are logged again below */
         txn = rk_store_begin(e->store) == 0;
         for (witem *w = batch->head; txn && w; w = w->next) {
             rk_store_savepoint(e->store);
@@ -1596,6 +1601,9 @@ static void write_batch(rk_engine *e)
         if (txn)
             rk_store_rollback(e->store);
     }
+    rk_log_flush();
+    rk_log_hold(NULL);
+    rk_buf_free(&lines);
     e->wok = ok;
     e->wfailed = failed;
     e->stat_flush_ns += uv_hrtime() - t0;

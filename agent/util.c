@@ -43,6 +43,39 @@ const char *rk_strerror(int err)
 static int log_level = RK_LOG_LVL_INFO;
 static int log_format = RK_LOG_FMT_PLAIN;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread rk_buf *log_held; /* rk_log_hold: this thread's lines wait here */
+
+/* One finished line: to stderr, or into the thread's held buffer. */
+static void emit(const char *line)
+{
+    size_t n = strlen(line);
+    if (log_held && rk_buf_append(log_held, line, n) == 0 &&
+        rk_buf_append(log_held, "\n", 1) == 0)
+        return;
+    if (log_held) /* full: what is held first, then this line */
+        rk_log_flush();
+    pthread_mutex_lock(&log_lock);
+    fprintf(stderr, "%s\n", line);
+    pthread_mutex_unlock(&log_lock);
+}
+
+void rk_log_hold(rk_buf *buf) { log_held = buf; }
+
+void rk_log_flush(void)
+{
+    if (!log_held || !log_held->len)
+        return;
+    pthread_mutex_lock(&log_lock);
+    fwrite(log_held->data, 1, log_held->len, stderr);
+    pthread_mutex_unlock(&log_lock);
+    log_held->len = 0;
+}
+
+void rk_log_drop(void)
+{
+    if (log_held)
+        log_held->len = 0;
+}
 
 void rk_log_set_level(int level) { log_level = level; }
 
@@ -130,15 +163,13 @@ void rk_log(int level, const char *component, const char *fmt, ...)
         json_decref(msg);
         json_decref(o);
         if (text) {
-            pthread_mutex_lock(&log_lock);
-            fprintf(stderr, "%s\n", text);
-            pthread_mutex_unlock(&log_lock);
+            emit(text);
             free(text);
             return;
         }
-        pthread_mutex_lock(&log_lock);
-        fprintf(stderr, "%s %s %s: %s\n", ts, names[li], component, line);
-        pthread_mutex_unlock(&log_lock);
+        char plain[2200];
+        snprintf(plain, sizeof plain, "%s %s %s: %s", ts, names[li], component, line);
+        emit(plain);
         return;
     }
     int n = snprintf(line, sizeof line, "%s %s %s: ", ts, names[li], component);
@@ -147,9 +178,7 @@ void rk_log(int level, const char *component, const char *fmt, ...)
     if ((size_t)n < sizeof line)
         vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
-    pthread_mutex_lock(&log_lock);
-    fprintf(stderr, "%s\n", line);
-    pthread_mutex_unlock(&log_lock);
+    emit(line);
 }
 
 /* ---- bounded buffers --------------------------------------------------- */

@@ -57,6 +57,15 @@ int rk_buf_append(rk_buf *b, const void *p, size_t n);
 int rk_buf_appendf(rk_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void rk_buf_free(rk_buf *b);
+
+/* Log lines of this thread go into buf instead of stderr until
+ * rk_log_hold(NULL): a thread that logs many lines at once (the engine's
+ * writer, per batch) writes them with one write(2) by rk_log_flush.
+ * rk_log_drop forgets what is held (a batch rolled back).  A line that
+ * does not fit flushes what is held and is written at once. */
+void rk_log_hold(rk_buf *buf);
+void rk_log_flush(void);
+void rk_log_drop(void);
 /* Hands the data to the caller and resets the buffer. */
 char *rk_buf_take(rk_buf *b);
 

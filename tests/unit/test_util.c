@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -439,6 +440,64 @@ static void test_strndup(void **state)
     free(p);
 }
 
+/* stderr into a temporary file while fn runs; returns what was written
+ * (static buffer). */
+static const char *stderr_of(void (*fn)(void))
+{
+    static char out[4096];
+    char path[] = "/tmp/rk_util_log_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(fd, out, sizeof out - 1, 0);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+    return out;
+}
+
+static rk_buf held;
+
+static void log_held_lines(void)
+{
+    rk_log_set_level(RK_LOG_LVL_INFO);
+    rk_log_set_format(RK_LOG_FMT_PLAIN);
+    rk_buf_init(&held, 1 << 16);
+    rk_log_hold(&held);
+    rk_info("test", "eins");
+    rk_info("test", "zwei");
+    assert_int_equal(lseek(2, 0, SEEK_END), 0); /* nothing written yet */
+    rk_log_drop();
+    rk_info("test", "drei");
+    rk_log_flush();
+    rk_log_hold(NULL);
+    rk_info("test", "vier");
+    rk_buf_free(&held);
+    rk_log_set_level(RK_LOG_LVL_ERROR); /* as main set it */
+}
+
+/* rk_log_hold keeps a thread's lines until rk_log_flush writes them at
+ * once; rk_log_drop forgets them; after rk_log_hold(NULL) lines go out
+ * one by one again. */
+static void test_log_hold(void **state)
+{
+    (void)state;
+    const char *out = stderr_of(log_held_lines);
+    assert_null(strstr(out, "eins"));
+    assert_null(strstr(out, "zwei"));
+    const char *drei = strstr(out, "INFO test: drei\n");
+    const char *vier = strstr(out, "INFO test: vier\n");
+    assert_non_null(drei);
+    assert_non_null(vier);
+    assert_true(drei < vier);
+}
+
 int main(void)
 {
     rk_log_set_level(RK_LOG_LVL_ERROR);
@@ -462,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_read_file_limit),
         cmocka_unit_test(test_strndup),
+        cmocka_unit_test(test_log_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
