@@ -382,7 +382,7 @@ static void process_work(uv_work_t *req);
  * Intake and processing in one step: the file is read, hashed and
  * compressed, then parsed, validated, mapped and checked on the same pool
  * thread, and the submission, its job and the result go into one commit
- * (commit_take).  A document passes two group commits instead of three.
+ * (commit_item).  A document passes two group commits instead of three.
  * The file still leaves the inbox only after that commit.
  */
 static void intake_work(uv_work_t *req)
@@ -1036,8 +1036,6 @@ static int64_t backoff_ms(const rk_config *cfg, int attempts, int64_t retry_afte
     return cap > 0 ? (int64_t)(random() % (cap + 1)) : 0;
 }
 
-/* Round, phase 0: ready → delivering, and the pending deliveries with
- * the record they carry. */
 /* Round, phase 0 without the state: the job definition, the record,
  * and a delivery row per connector (the ones still pending become the
  * round's parts). */
@@ -1103,6 +1101,8 @@ static int round_prepare(rk_engine *e, witem *w)
     return 0;
 }
 
+/* Round, phase 0: ready → delivering, and the pending deliveries with
+ * the record they carry. */
 static int commit_round_start(rk_engine *e, witem *w)
 {
     int rc = round_prepare(e, w);

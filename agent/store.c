@@ -951,11 +951,11 @@ int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a)
 int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const char *to,
                         const char *actor, const char *reason)
 {
-    if (!rk_state_valid(to))
-        return RK_E_STATE;
     if (from) /* the engine's hot path: write at once, read only to tell why not */
         return rk_store_advance(s, job_id, &(rk_advance){
             .actor = actor, .path = {from, to}, .reason = {reason}, .steps = 1});
+    if (!rk_state_valid(to))
+        return RK_E_STATE;
     char cur[16];
     int rc = state_of(s, job_id, cur, sizeof cur);
     if (rc)

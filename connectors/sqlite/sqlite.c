@@ -31,7 +31,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <time.h>
 
 #include "rekey_connector.h"
 
@@ -466,9 +465,8 @@ static int sq_busy(void *arg, int tries)
         in->busy_since_us = now;
     if (now - in->busy_since_us >= (int64_t)in->busy_ms * 1000)
         return 0;
-    struct timespec d = {0, 100000L << (tries < 4 ? tries : 4)};
-    if (d.tv_nsec > 2000000L)
-        d.tv_nsec = 2000000L;
+    long ns = 100000L << (tries < 5 ? tries : 5); /* 0.1, 0.2, … 3.2 ms */
+    struct timespec d = {0, ns < 2000000L ? ns : 2000000L};
     nanosleep(&d, NULL);
     return 1;
 }

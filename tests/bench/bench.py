@@ -456,9 +456,10 @@ def step_rate(m, cdir, work, args):
                  " JOIN submissions s ON s.id = j.submission_id"
                  " WHERE e.to_state = 'delivered'")
     lat = sorted(iso_ms(at) - arrival[ref] for ref, at in rows if ref in arrival)
-    # where the time goes: arrival -> received (claim, read, hash, compress),
-    # received -> delivering (intake commit, validation, mapping, processing
-    # commit), delivering -> delivered (the connector and the last commit)
+    # where the time goes: arrival -> received (scan, claim, read, hash,
+    # compress), received -> delivering (parse, validate, map, and the commit
+    # of the submission with its result), delivering -> delivered (the
+    # connector and the commit that records it)
     stage_rows = rig.q(
         "SELECT s.source_ref, s.received_at,"
         " (SELECT at FROM events WHERE job_id = j.id AND to_state = 'delivering' LIMIT 1),"

@@ -2,7 +2,6 @@
 a fresh temp folder per test."""
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -54,10 +53,8 @@ class Rig:
         (the Rig's setting): under a dot name, then renamed in."""
         for p in paths:
             src = p if os.path.isabs(p) else os.path.join(DATA, p)
-            name = os.path.basename(src)
-            tmp = os.path.join(self.inbox, "." + name + ".tmp")
-            shutil.copy(src, tmp)
-            os.rename(tmp, os.path.join(self.inbox, name))
+            with open(src, "rb") as f:
+                self.drop_bytes(os.path.basename(src), f.read())
 
     def drop_bytes(self, name, data):
         tmp = os.path.join(self.inbox, "." + name + ".tmp")
