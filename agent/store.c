@@ -192,6 +192,38 @@ static const char *const migrations[] = {
     "  last_error TEXT,"
     "  fails INTEGER NOT NULL DEFAULT 0,"
     "  next_poll_at TEXT) WITHOUT ROWID;",
+    /* 8: a job's mapped fields in one row instead of one row per field.
+     * The names and XPaths are the same for every job of a job version:
+     * they are written once, as a field set, and each job's row holds
+     * only its values, document values and node paths, as JSON
+     * ([[value, source, node], ...], in the order of the field set's
+     * [[name, xpath], ...]).  Nineteen row inserts per document were a
+     * quarter of the writer's time, and the repeated names and XPaths
+     * half of the database.  The view `fields` reads as the old table
+     * did.  Field sets hold no personal data and are never deleted. */
+    "CREATE TABLE fieldsets ("
+    "  id INTEGER PRIMARY KEY,"
+    "  names TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE job_fields ("
+    "  job_id INTEGER PRIMARY KEY REFERENCES jobs(id),"
+    "  fieldset INTEGER NOT NULL REFERENCES fieldsets(id),"
+    "  data TEXT NOT NULL);"
+    "INSERT OR IGNORE INTO fieldsets(names)"
+    "  SELECT json_group_array(json_array(name, xpath))"
+    "  FROM (SELECT job_id, name, xpath FROM fields ORDER BY job_id, ord) GROUP BY job_id;"
+    "INSERT INTO job_fields(job_id, fieldset, data)"
+    "  SELECT g.job_id, fs.id, g.data FROM"
+    "  (SELECT job_id, json_group_array(json_array(name, xpath)) AS names,"
+    "          json_group_array(json_array(value, source, node)) AS data"
+    "   FROM (SELECT * FROM fields ORDER BY job_id, ord) GROUP BY job_id) g"
+    "  JOIN fieldsets fs ON fs.names = g.names;"
+    "DROP TABLE fields;"
+    "CREATE VIEW fields(job_id, ord, name, value, source, xpath, node) AS"
+    "  SELECT jf.job_id, d.key, json_extract(n.value, '$[0]'), json_extract(d.value, '$[0]'),"
+    "         json_extract(d.value, '$[1]'), json_extract(n.value, '$[1]'),"
+    "         json_extract(d.value, '$[2]')"
+    "  FROM job_fields jf JOIN fieldsets fs ON fs.id = jf.fieldset"
+    "  JOIN json_each(jf.data) d JOIN json_each(fs.names) n ON n.key = d.key;",
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSION,
                "RK_STORE_SCHEMA_VERSION in store.h must count the migrations");
@@ -211,7 +243,6 @@ enum {
     Q_SET_STATE,
     Q_DEL_FIELDS,
     Q_DEL_ANOM,
-    Q_ADD_FIELD,
     Q_ADD_ANOM,
     Q_LOAD_FIELDS,
     Q_LOAD_ANOM,
@@ -245,10 +276,8 @@ static const char *const sql_text[Q_COUNT] = {
                         " WHERE id = (SELECT submission_id FROM jobs WHERE id = ?)",
     [Q_STATE_OF] = "SELECT state FROM jobs WHERE id = ?",
     [Q_SET_STATE] = "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?",
-    [Q_DEL_FIELDS] = "DELETE FROM fields WHERE job_id = ?",
+    [Q_DEL_FIELDS] = "DELETE FROM job_fields WHERE job_id = ?",
     [Q_DEL_ANOM] = "DELETE FROM anomalies WHERE job_id = ?",
-    [Q_ADD_FIELD] = "INSERT INTO fields(job_id, ord, name, value, source, xpath, node)"
-                    " VALUES (?,?,?,?,?,?,?)",
     [Q_ADD_ANOM] = "INSERT INTO anomalies(job_id, code, field, severity, message, created_at)"
                    " VALUES (?,?,?,?,?,?)",
     [Q_LOAD_FIELDS] = "SELECT name, value, source, xpath, node FROM fields"
@@ -291,13 +320,48 @@ static const char *const sql_text[Q_COUNT] = {
 
 typedef struct checkpointer checkpointer;
 
+/* A field set this connection wrote or found: the names and XPaths of a
+ * result, and the row id in fieldsets. */
+typedef struct fieldset {
+    int64_t id;
+    size_t n;
+    char **names, **xpaths;
+} fieldset;
+
+#define FIELDSETS_CACHED 16    /* job versions in use at once, about */
+#define FIELD_STMTS_CACHED 128 /* results of up to this many fields */
+
 struct rk_store {
     sqlite3 *db;
     sqlite3_stmt *st[Q_COUNT];
     int in_txn;
     checkpointer *ckpt; /* NULL: SQLite's own automatic checkpoints */
     sqlite3_stmt *adv[8]; /* rk_store_advance's UPDATE, by its column flags */
+    /* job_fields INSERTs by number of fields, and the field sets known */
+    sqlite3_stmt *fields_ins[FIELD_STMTS_CACHED];
+    fieldset sets[FIELDSETS_CACHED];
+    size_t sets_next;
 };
+
+static void fieldset_free(fieldset *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        free(f->names[i]);
+        free(f->xpaths[i]);
+    }
+    free(f->names);
+    free(f->xpaths);
+    memset(f, 0, sizeof *f);
+}
+
+/* Forgets the field sets: after a rollback, one this connection wrote may
+ * be gone (the next use finds or writes it again). */
+static void fieldsets_forget(rk_store *s)
+{
+    for (size_t i = 0; i < FIELDSETS_CACHED; i++)
+        fieldset_free(&s->sets[i]);
+    s->sets_next = 0;
+}
 
 /* Returns the cached statement, reset and with bindings cleared. */
 static sqlite3_stmt *stmt(rk_store *s, int q)
@@ -589,6 +653,9 @@ void rk_store_close(rk_store *s)
         sqlite3_finalize(s->st[i]);
     for (int i = 0; i < 8; i++)
         sqlite3_finalize(s->adv[i]);
+    for (int i = 0; i < FIELD_STMTS_CACHED; i++)
+        sqlite3_finalize(s->fields_ins[i]);
+    fieldsets_forget(s);
     sqlite3_close(s->db);
     free(s);
 }
@@ -606,12 +673,16 @@ int rk_store_begin(rk_store *s)
 int rk_store_commit(rk_store *s)
 {
     s->in_txn = 0;
-    return exec(s, "COMMIT");
+    int rc = exec(s, "COMMIT");
+    if (rc)
+        fieldsets_forget(s);
+    return rc;
 }
 
 int rk_store_rollback(rk_store *s)
 {
     s->in_txn = 0;
+    fieldsets_forget(s);
     /* SQLITE_FULL and some I/O errors roll back by themselves: a second
      * ROLLBACK would only log "no transaction is active" */
     if (sqlite3_get_autocommit(s->db))
@@ -652,6 +723,8 @@ int rk_store_savepoint(rk_store *s)
 int rk_store_savepoint_end(rk_store *s, int keep)
 {
     sqlite3_stmt *st;
+    if (!keep)
+        fieldsets_forget(s);
     if (!keep && (!(st = stmt(s, Q_ROLLBACK_TO)) || step_done(s, st)))
         return RK_E_DB;
     st = stmt(s, Q_RELEASE);
@@ -993,6 +1066,147 @@ int rk_store_add_anomaly(rk_store *s, int64_t job_id, const char *code, const ch
     return step_done(s, st);
 }
 
+static int str_same(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* "(?,?,?),(?,?,?)" style lists: `each` repeated n times, comma-separated,
+ * inside `head` and `tail`.  The caller frees. */
+static char *repeat_sql(const char *head, const char *each, size_t n, const char *tail)
+{
+    rk_buf b;
+    rk_buf_init(&b, 64u << 20);
+    int bad = rk_buf_append(&b, head, strlen(head));
+    for (size_t i = 0; i < n && !bad; i++)
+        bad = (i && rk_buf_append(&b, ",", 1)) || rk_buf_append(&b, each, strlen(each));
+    if (bad || rk_buf_append(&b, tail, strlen(tail))) {
+        rk_buf_free(&b);
+        return NULL;
+    }
+    return rk_buf_take(&b);
+}
+
+static sqlite3_stmt *prepare_once(rk_store *s, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (!sql || sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        rk_error("store", "prepare failed: %s", sql ? sqlite3_errmsg(s->db) : "out of memory");
+    return st;
+}
+
+/* The id of r's field set (its names and XPaths), written when new. */
+static int fieldset_id(rk_store *s, const rk_result *r, int64_t *id)
+{
+    for (size_t k = 0; k < FIELDSETS_CACHED; k++) {
+        const fieldset *f = &s->sets[k];
+        if (!f->names || f->n != r->n_fields)
+            continue;
+        size_t i = 0;
+        while (i < f->n && str_same(f->names[i], r->fields[i].name) &&
+               str_same(f->xpaths[i], r->fields[i].xpath))
+            i++;
+        if (i == f->n) {
+            *id = f->id;
+            return 0;
+        }
+    }
+    /* the UPDATE of a conflict changes nothing but lets RETURNING name the
+     * row another connection wrote first */
+    char *sql = repeat_sql("INSERT INTO fieldsets(names) VALUES (json_array(", "json_array(?,?)",
+                           r->n_fields, ")) ON CONFLICT(names) DO UPDATE SET names = excluded.names"
+                                        " RETURNING id");
+    sqlite3_stmt *st = prepare_once(s, sql);
+    free(sql);
+    if (!st)
+        return RK_E_DB;
+    for (size_t i = 0; i < r->n_fields; i++) {
+        bind_text(st, (int)(2 * i + 1), r->fields[i].name);
+        bind_text(st, (int)(2 * i + 2), r->fields[i].xpath);
+    }
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(st, 0);
+    rc = rc == SQLITE_ROW && sqlite3_step(st) == SQLITE_DONE ? 0 : RK_E_DB;
+    if (rc)
+        rk_error("store", "writing a field set failed: %s", sqlite3_errmsg(s->db));
+    sqlite3_finalize(st);
+    if (rc)
+        return rc;
+    fieldset *f = &s->sets[s->sets_next];
+    s->sets_next = (s->sets_next + 1) % FIELDSETS_CACHED;
+    fieldset_free(f);
+    f->names = calloc(r->n_fields ? r->n_fields : 1, sizeof *f->names);
+    f->xpaths = calloc(r->n_fields ? r->n_fields : 1, sizeof *f->xpaths);
+    if (!f->names || !f->xpaths) {
+        fieldset_free(f);
+        return 0; /* written, only not remembered */
+    }
+    f->n = r->n_fields;
+    f->id = *id;
+    for (size_t i = 0; i < f->n; i++) {
+        f->names[i] = r->fields[i].name ? strdup(r->fields[i].name) : NULL;
+        f->xpaths[i] = r->fields[i].xpath ? strdup(r->fields[i].xpath) : NULL;
+        if ((r->fields[i].name && !f->names[i]) || (r->fields[i].xpath && !f->xpaths[i])) {
+            fieldset_free(f); /* a partial copy would match the wrong result */
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Writes the job's row of r's fields: the JSON is built by SQLite from
+ * the bound values (one statement per number of fields, kept). */
+static int write_fields(rk_store *s, int64_t job_id, const rk_result *r)
+{
+    int64_t set;
+    int rc = fieldset_id(s, r, &set);
+    if (rc)
+        return rc;
+    size_t n = r->n_fields;
+    sqlite3_stmt *st = n < FIELD_STMTS_CACHED ? s->fields_ins[n] : NULL;
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    } else {
+        char *sql = repeat_sql("INSERT INTO job_fields(job_id, fieldset, data)"
+                               " VALUES (?, ?, json_array(",
+                               "json_array(?,?,?)", n, "))");
+        if (n < FIELD_STMTS_CACHED) {
+            if (!sql || sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                           &s->fields_ins[n], NULL) != SQLITE_OK) {
+                rk_error("store", "prepare failed: %s",
+                         sql ? sqlite3_errmsg(s->db) : "out of memory");
+                free(sql);
+                return RK_E_DB;
+            }
+            st = s->fields_ins[n];
+        } else {
+            st = prepare_once(s, sql);
+        }
+        free(sql);
+        if (!st)
+            return RK_E_DB;
+    }
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, set);
+    for (size_t i = 0; i < n; i++) {
+        const rk_mapped_field *f = &r->fields[i];
+        int k = (int)(3 * i + 3);
+        /* the result outlives the step: no copies */
+        if (f->value)
+            sqlite3_bind_text(st, k, f->value, -1, SQLITE_STATIC);
+        if (f->source)
+            sqlite3_bind_text(st, k + 1, f->source, -1, SQLITE_STATIC);
+        if (f->node)
+            sqlite3_bind_text(st, k + 2, f->node, -1, SQLITE_STATIC);
+    }
+    rc = step_done(s, st);
+    if (n >= FIELD_STMTS_CACHED)
+        sqlite3_finalize(st);
+    return rc;
+}
+
 /* Writes r's fields (replacing the job's old ones when replace) and, when
  * anomalies, its anomalies the same way. */
 static int write_result(rk_store *s, int64_t job_id, const rk_result *r, int replace,
@@ -1007,27 +1221,8 @@ static int write_result(rk_store *s, int64_t job_id, const rk_result *r, int rep
         if ((rc = step_done(s, st)) != 0)
             return rc;
     }
-    for (size_t i = 0; i < r->n_fields; i++) {
-        const rk_mapped_field *f = &r->fields[i];
-        st = stmt(s, Q_ADD_FIELD);
-        if (!st)
-            return RK_E_DB;
-        sqlite3_bind_int64(st, 1, job_id);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
-        /* the result outlives the step: no copies */
-        if (f->name)
-            sqlite3_bind_text(st, 3, f->name, -1, SQLITE_STATIC);
-        if (f->value)
-            sqlite3_bind_text(st, 4, f->value, -1, SQLITE_STATIC);
-        if (f->source)
-            sqlite3_bind_text(st, 5, f->source, -1, SQLITE_STATIC);
-        if (f->xpath)
-            sqlite3_bind_text(st, 6, f->xpath, -1, SQLITE_STATIC);
-        if (f->node)
-            sqlite3_bind_text(st, 7, f->node, -1, SQLITE_STATIC);
-        if ((rc = step_done(s, st)) != 0)
-            return rc;
-    }
+    if (r->n_fields && (rc = write_fields(s, job_id, r)) != 0)
+        return rc;
     if (!anomalies)
         return 0;
     if (replace) {
@@ -1504,8 +1699,8 @@ int rk_store_set_field(rk_store *s, int64_t job_id, const char *field, const cha
     if (strcmp(ji.state, RK_ST_REVIEW) != 0)
         return RK_E_STATE; /* checked again inside the caller's transaction */
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT value FROM fields WHERE job_id = ? AND name = ?", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, "SELECT value, ord FROM fields WHERE job_id = ? AND name = ?"
+                                  " ORDER BY ord LIMIT 1", -1, &st, NULL) != SQLITE_OK)
         return RK_E_DB;
     sqlite3_bind_int64(st, 1, job_id);
     bind_text(st, 2, field);
@@ -1515,11 +1710,13 @@ int rk_store_set_field(rk_store *s, int64_t job_id, const char *field, const cha
         return rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
     }
     char *old = col_dup(st, 0);
+    char path[40];
+    snprintf(path, sizeof path, "$[%lld][0]", (long long)sqlite3_column_int64(st, 1));
     sqlite3_finalize(st);
     char at[32];
     now_iso(at, sizeof at);
-    rc = run(s, "UPDATE fields SET value = ? WHERE job_id = ? AND name = ?", "tit", value,
-             job_id, field);
+    rc = run(s, "UPDATE job_fields SET data = json_replace(data, ?, ?) WHERE job_id = ?",
+             "tti", path, value, job_id);
     if (!rc)
         rc = run(s, "INSERT INTO corrections(job_id, field, old_value, new_value, actor, at)"
                     " VALUES (?,?,?,?,?,?)", "itttt" "t", job_id, field, old, value, actor, at);
@@ -1655,8 +1852,8 @@ int rk_store_purge(rk_store *s, int64_t cutoff_ms, const char *job, int dry_run,
     if (rc)
         return rc;
     out->jobs = scalar(s, "SELECT count(*) FROM purge_jobs", 0, NULL);
-    out->fields = scalar(s, "SELECT count(*) FROM fields WHERE job_id IN"
-                            " (SELECT id FROM purge_jobs)", 0, NULL);
+    out->fields = scalar(s, "SELECT coalesce(sum(json_array_length(data)), 0) FROM job_fields"
+                            " WHERE job_id IN (SELECT id FROM purge_jobs)", 0, NULL);
     out->corrections = scalar(s, "SELECT count(*) FROM corrections WHERE job_id IN"
                                  " (SELECT id FROM purge_jobs)", 0, NULL);
     out->anomalies = scalar(s, "SELECT count(*) FROM anomalies WHERE message <> ''"
@@ -1682,7 +1879,7 @@ int rk_store_purge(rk_store *s, int64_t cutoff_ms, const char *job, int dry_run,
         rc = run(s, "UPDATE attachments SET data = NULL WHERE submission_id IN"
                     " (SELECT id FROM submissions WHERE payload IS NULL)", NULL);
     if (!rc)
-        rc = run(s, "DELETE FROM fields WHERE job_id IN (SELECT id FROM purge_jobs)", NULL);
+        rc = run(s, "DELETE FROM job_fields WHERE job_id IN (SELECT id FROM purge_jobs)", NULL);
     if (!rc)
         rc = run(s, "DELETE FROM corrections WHERE job_id IN (SELECT id FROM purge_jobs)",
                  NULL);

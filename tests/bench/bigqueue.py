@@ -19,7 +19,7 @@ import time
 
 # tables whose rows belong to a job (by their job_id column), copied per
 # job after submissions and jobs, in this order
-JOB_TABLES = ["events", "fields", "anomalies", "deliveries", "dupkeys", "corrections"]
+JOB_TABLES = ["events", "job_fields", "anomalies", "deliveries", "dupkeys", "corrections"]
 
 SPAN_S = 30 * 86400  # the finished jobs are spread over this many seconds
 
@@ -120,10 +120,9 @@ def _build(con, q, log, batch):
         if table == "dupkeys":
             over["key"] = f"printf('%064x', {new_job})"
             over["at_ms"] = f"CAST(({base} + s.i * {step}) * 1000 AS INTEGER)"
-        order = "t.rowid" if table != "fields" else "t.ord"
         plans.append((table, cols, select_list(table, cols, over,
                                                sample_row(table, "job_id = ?", tpl[0][0])),
-                      f'JOIN "{table}" t ON t.job_id = tp.job_id', order))
+                      f'JOIN "{table}" t ON t.job_id = tp.job_id', "t.rowid"))
 
     counts = {p[0]: 0 for p in plans}
     t0 = time.monotonic()

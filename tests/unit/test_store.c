@@ -202,13 +202,16 @@ static void test_open_creates_0600_wal_migrated(void **state)
     assert_int_equal(st.st_mode & 0777, 0600);
     assert_string_equal(q_text(f, "PRAGMA journal_mode"), "wal");
     assert_int_equal(q_int(f, "PRAGMA user_version"), SCHEMA_VERSION);
-    const char *tables[] = {"submissions", "jobs", "events", "anomalies", "fields", "dupkeys"};
+    const char *tables[] = {"submissions", "jobs",      "events",     "anomalies",
+                            "fieldsets",   "job_fields", "dupkeys"};
     for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
         char where[128];
         snprintf(where, sizeof where, "type = 'table' AND name = '%s'", tables[i]);
         if (count_where(f, "sqlite_master", where) != 1)
             fail_msg("table %s missing after migration", tables[i]);
     }
+    /* the fields of every job, one row per field, as before migration 8 */
+    assert_int_equal(count_where(f, "sqlite_master", "type = 'view' AND name = 'fields'"), 1);
     /* the sidecar files SQLite creates are not world-readable either */
     char wal[400];
     snprintf(wal, sizeof wal, "%s-wal", f->db);
@@ -254,6 +257,61 @@ static void test_reopen_does_not_migrate_again(void **state)
     assert_string_equal(data, "<A/>");
     free(data);
     free(uid);
+}
+
+/* A database of schema 7 kept its fields one row per field: migration 8
+ * moves them into one row per job and a field set per list of names and
+ * XPaths, and the view reads them back as they were. */
+static void test_fields_migrated_to_rows_per_job(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f), b = add(f), c = add(f);
+    rk_store_close(f->s);
+    f->s = NULL;
+    char msg[256];
+    int rc = side_exec(
+        f,
+        "DROP VIEW fields; DROP TABLE job_fields; DROP TABLE fieldsets;"
+        "CREATE TABLE fields (job_id INTEGER NOT NULL REFERENCES jobs(id),"
+        "  ord INTEGER NOT NULL, name TEXT NOT NULL, value TEXT, source TEXT, xpath TEXT,"
+        "  node TEXT, PRIMARY KEY (job_id, ord)) WITHOUT ROWID;"
+        /* inserted out of order on purpose */
+        "INSERT INTO fields VALUES (1, 1, 'vorname', NULL, NULL, 'a:Vorname', NULL);"
+        "INSERT INTO fields VALUES (1, 0, 'name', 'Müller', ' Müller', 'a:Name', '/A/Name');"
+        "INSERT INTO fields VALUES (2, 0, 'name', 'Schulz \"Q\"', 'x', 'a:Name', '/A/Name');"
+        "INSERT INTO fields VALUES (2, 1, 'vorname', 'Eva', 'Eva', 'a:Vorname', '/A/V');"
+        "INSERT INTO fields VALUES (3, 0, 'plz', '12345', '12345', 'a:Plz', '/A/Plz');"
+        "PRAGMA user_version = 7;",
+        msg, sizeof msg);
+    if (rc != SQLITE_OK)
+        fail_msg("making a schema 7 database: %s", msg);
+    assert_int_equal(rk_store_open(f->db, 0, &f->s, f->err, sizeof f->err), 0);
+    assert_int_equal(q_int(f, "PRAGMA user_version"), SCHEMA_VERSION);
+    assert_int_equal(count_where(f, "fieldsets", NULL), 2); /* a and b share theirs */
+    assert_int_equal(count_where(f, "job_fields", NULL), 3);
+    assert_int_equal(count_where(f, "fields", NULL), 5);
+    rk_result r;
+    rk_result_init(&r);
+    assert_int_equal(rk_store_load_result(f->s, a, &r), 0);
+    assert_int_equal(r.n_fields, 2);
+    assert_string_equal(r.fields[0].name, "name");
+    assert_string_equal(r.fields[0].value, "Müller");
+    assert_string_equal(r.fields[0].source, " Müller");
+    assert_string_equal(r.fields[0].xpath, "a:Name");
+    assert_string_equal(r.fields[0].node, "/A/Name");
+    assert_string_equal(r.fields[1].name, "vorname");
+    assert_null(r.fields[1].value);
+    assert_null(r.fields[1].node);
+    rk_result_free(&r);
+    rk_result_init(&r);
+    assert_int_equal(rk_store_load_result(f->s, b, &r), 0);
+    assert_int_equal(r.n_fields, 2);
+    assert_string_equal(r.fields[0].value, "Schulz \"Q\"");
+    assert_string_equal(r.fields[1].node, "/A/V");
+    rk_result_free(&r);
+    assert_string_equal(q_text(f, "SELECT name || '=' || value FROM fields WHERE job_id = 3"),
+                        "plz=12345");
+    (void)c;
 }
 
 static void test_newer_schema_refused(void **state)
@@ -707,6 +765,58 @@ static void test_save_result_replaces(void **state)
     assert_int_equal(rk_store_save_result(f->s, id, &r), 0);
     assert_int_equal(count_where(f, "fields", "job_id = 1"), 0);
     assert_int_equal(count_where(f, "anomalies", "job_id = 1"), 0);
+}
+
+/* Jobs whose results have the same names and XPaths share one field set;
+ * a field set written in a transaction that was rolled back is written
+ * again by the next result that needs it. */
+static void test_field_sets_shared_and_rolled_back(void **state)
+{
+    fixture *f = *state;
+    int64_t j[4] = {add(f), add(f), add(f), add(f)};
+    rk_result r;
+    rk_result_init(&r);
+    r.fields = calloc(2, sizeof *r.fields);
+    r.n_fields = 2;
+    set_field(&r.fields[0], "name", "A", "A", "a:Name", "/A/Name");
+    set_field(&r.fields[1], "ort", "B", "B", "a:Ort", "/A/Ort");
+    assert_int_equal(rk_store_add_result(f->s, j[0], &r), 0);
+    free(r.fields[0].value);
+    r.fields[0].value = strdup("C");
+    assert_int_equal(rk_store_add_result(f->s, j[1], &r), 0);
+    assert_int_equal(count_where(f, "fieldsets", NULL), 1);
+    assert_string_equal(q_text(f, "SELECT value FROM fields WHERE job_id = 2 AND ord = 0"), "C");
+
+    /* another XPath is another field set, written in a transaction that
+     * does not last */
+    free(r.fields[1].xpath);
+    r.fields[1].xpath = strdup("a:Wohnort");
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_add_result(f->s, j[2], &r), 0);
+    assert_int_equal(rk_store_rollback(f->s), 0);
+    assert_int_equal(count_where(f, "fieldsets", NULL), 1);
+    assert_int_equal(rk_store_add_result(f->s, j[2], &r), 0);
+    assert_int_equal(count_where(f, "fieldsets", NULL), 2);
+    assert_string_equal(q_text(f, "SELECT xpath FROM fields WHERE job_id = 3 AND ord = 1"),
+                        "a:Wohnort");
+
+    /* the same inside a savepoint given up */
+    free(r.fields[0].name);
+    r.fields[0].name = strdup("nachname");
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_savepoint(f->s), 0);
+    assert_int_equal(rk_store_add_result(f->s, j[3], &r), 0);
+    assert_int_equal(rk_store_savepoint_end(f->s, 0), 0);
+    assert_int_equal(rk_store_add_result(f->s, j[3], &r), 0);
+    assert_int_equal(rk_store_commit(f->s), 0);
+    rk_result_free(&r);
+    assert_int_equal(count_where(f, "fieldsets", NULL), 3);
+    assert_int_equal(count_where(f, "fields", "job_id = 4"), 2);
+    assert_string_equal(q_text(f, "SELECT name FROM fields WHERE job_id = 4 AND ord = 0"),
+                        "nachname");
+    /* every job's row names an existing field set */
+    assert_int_equal(count_where(f, "job_fields", "fieldset NOT IN (SELECT id FROM fieldsets)"),
+                     0);
 }
 
 static void test_load_result_round_trip(void **state)
@@ -1202,6 +1312,7 @@ int main(void)
         T(test_media_and_attachments),
         T(test_open_creates_0600_wal_migrated),
         T(test_reopen_does_not_migrate_again),
+        T(test_fields_migrated_to_rows_per_job),
         T(test_newer_schema_refused),
         T(test_newer_schema_refused_readonly),
         T(test_readonly_missing_file),
@@ -1221,6 +1332,7 @@ int main(void)
         cmocka_unit_test(test_states),
         T(test_events_append_only),
         T(test_save_result_replaces),
+        T(test_field_sets_shared_and_rolled_back),
         T(test_load_result_round_trip),
         T(test_dup_check_window),
         T(test_dup_check_ignores_rejected),
