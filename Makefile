@@ -4,7 +4,7 @@
 # installs the Debian packages when one is missing.
 
 CC      ?= cc
-PKGS    := libuv libxml-2.0 sqlite3 zlib libcrypto jansson inih libcurl libmicrohttpd
+PKGS    := libuv libxml-2.0 sqlite3 zlib libdeflate libcrypto jansson inih libcurl libmicrohttpd
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -fPIC $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iconnectors
@@ -165,17 +165,17 @@ FUZZ_CFLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefi
 # Agent sources and libraries each libFuzzer binary needs (the harness
 # authors' notes); the replay binaries take librekey.a instead.
 FUZZ_SRCS_xmldoc := agent/xmldoc.c agent/record.c agent/job.c agent/util.c
-FUZZ_LIBS_xmldoc := $(shell pkg-config --libs libxml-2.0 libcrypto zlib 2>/dev/null) -lpthread
+FUZZ_LIBS_xmldoc := $(shell pkg-config --libs libxml-2.0 libcrypto zlib libdeflate 2>/dev/null) -lpthread
 FUZZ_SRCS_gunzip := agent/util.c
-FUZZ_LIBS_gunzip := $(shell pkg-config --libs zlib libcrypto 2>/dev/null)
+FUZZ_LIBS_gunzip := $(shell pkg-config --libs zlib libdeflate libcrypto 2>/dev/null)
 FUZZ_SRCS_job    := agent/job.c agent/xmldoc.c agent/record.c agent/util.c
-FUZZ_LIBS_job    := $(shell pkg-config --libs libxml-2.0 libcrypto zlib jansson 2>/dev/null) -lpthread -lm
+FUZZ_LIBS_job    := $(shell pkg-config --libs libxml-2.0 libcrypto zlib libdeflate jansson 2>/dev/null) -lpthread -lm
 FUZZ_SRCS_map    := agent/map.c agent/rules.c agent/job.c agent/xmldoc.c agent/record.c agent/util.c
 FUZZ_LIBS_map    := $(FUZZ_LIBS_job)
 FUZZ_SRCS_httpinbox  := agent/inbox_parse.c
 FUZZ_LIBS_httpinbox  := $(shell pkg-config --libs jansson 2>/dev/null)
 FUZZ_SRCS_jwe        := agent/jose.c agent/util.c
-FUZZ_LIBS_jwe        := $(shell pkg-config --libs libcrypto zlib jansson 2>/dev/null)
+FUZZ_LIBS_jwe        := $(shell pkg-config --libs libcrypto zlib libdeflate jansson 2>/dev/null)
 FUZZ_SRCS_fitconnect := agent/inbox_parse.c
 FUZZ_LIBS_fitconnect := $(FUZZ_LIBS_httpinbox)
 

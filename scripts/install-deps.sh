@@ -12,7 +12,7 @@ set -eu
 
 PKGS="build-essential pkg-config
 libuv1-dev libxml2-dev libxml2-utils libcurl4-openssl-dev
-libsqlite3-dev sqlite3 zlib1g-dev libjansson-dev libmicrohttpd-dev
+libsqlite3-dev sqlite3 zlib1g-dev libdeflate-dev libjansson-dev libmicrohttpd-dev
 libssl-dev libpq-dev libinih-dev libcmocka-dev
 postgresql python3 python3-pytest python3-jwcrypto
 libsystemd-dev systemd groff-base

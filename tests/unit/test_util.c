@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,56 @@ static void test_inflate_zlib_round_trip(void **state)
     out = NULL;
     assert_int_equal(rk_inflate(z, zlen, 1, 1024, 0, &out, &outlen), RK_E_FORMAT);
     assert_null(out);
+    free(z);
+}
+
+/* rk_deflate keeps a compressor per thread: threads compressing at once
+ * each get their own, and what they write is an ordinary zlib stream
+ * (zlib's own uncompress reads it, as every stored payload must stay
+ * readable). */
+static void *deflate_many(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int i = 0; i < 300; i++) {
+        char doc[2048];
+        int n = snprintf(doc, sizeof doc, "<Antrag t=\"%d\"><Nr>%d</Nr>", t, i);
+        for (int k = 0; k < i % 40; k++)
+            n += snprintf(doc + n, sizeof doc - (size_t)n, "<F%d>%d-%d</F%d>", k, t, k * i, k);
+        void *z;
+        size_t zlen;
+        if (rk_deflate(doc, (size_t)n, &z, &zlen) != 0)
+            return (void *)1;
+        char back[2048];
+        uLongf blen = sizeof back;
+        int ok = uncompress((Bytef *)back, &blen, z, (uLong)zlen) == Z_OK && blen == (uLongf)n &&
+                 memcmp(back, doc, (size_t)n) == 0;
+        free(z);
+        if (!ok)
+            return (void *)2;
+    }
+    return NULL;
+}
+
+static void test_deflate_per_thread_zlib_stream(void **state)
+{
+    (void)state;
+    pthread_t th[4];
+    for (int t = 0; t < 4; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, deflate_many, (void *)(intptr_t)t), 0);
+    for (int t = 0; t < 4; t++) {
+        void *rc;
+        assert_int_equal(pthread_join(th[t], &rc), 0);
+        assert_null(rc);
+    }
+    /* nothing to compress is still a stream */
+    void *z;
+    size_t zlen;
+    assert_int_equal(rk_deflate("", 0, &z, &zlen), 0);
+    char *out = NULL;
+    size_t outlen = 1;
+    assert_int_equal(rk_inflate(z, zlen, 0, 16, 0, &out, &outlen), 0);
+    assert_int_equal(outlen, 0);
+    free(out);
     free(z);
 }
 
@@ -507,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_buf_appendf),
         cmocka_unit_test(test_buf_take),
         cmocka_unit_test(test_inflate_zlib_round_trip),
+        cmocka_unit_test(test_deflate_per_thread_zlib_stream),
         cmocka_unit_test(test_inflate_gzip_round_trip),
         cmocka_unit_test(test_inflate_size_cap),
         cmocka_unit_test(test_inflate_ratio_cap),
