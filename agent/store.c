@@ -442,8 +442,23 @@ fail:
     return RK_E_DB;
 }
 
+/* SQLite keeps memory statistics by default, behind a global mutex taken
+ * on every allocation of every connection; rekey reads none of them.
+ * Off, the writer's statements took 15-35 % less time on the benchmark's
+ * backlog.  It can only be set before SQLite initialises itself, which
+ * the first open in a process does; later calls are refused harmlessly
+ * (a process that used SQLite before keeps the statistics). */
+static pthread_once_t sqlite_setup_once = PTHREAD_ONCE_INIT;
+
+static void sqlite_setup(void)
+{
+    if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK)
+        rk_debug("store", "SQLite's memory statistics stay on (SQLite was in use before)");
+}
+
 int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t errlen)
 {
+    pthread_once(&sqlite_setup_once, sqlite_setup);
     *out = NULL;
     if (errlen)
         err[0] = '\0'; /* the failure path below reports only when nothing else did */
