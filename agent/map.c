@@ -190,15 +190,19 @@ static char *take_xml_string(xmlChar *s)
  * which tells a clerk nothing.  Returns a new string (caller frees). */
 static char *node_path(xmlNodePtr n)
 {
-    char *parts[64];
-    size_t np = 0;
-    for (xmlNodePtr cur = n; cur && cur->type != XML_DOCUMENT_NODE && np < 64;
+    /* the steps point into the document; the path is assembled once, in
+     * one allocation (this runs for every field of every document) */
+    struct {
+        const char *name; /* "text()" for a text node */
+        char at;          /* '@' for an attribute */
+        int pos;          /* 0: no position needed */
+    } step[64];
+    size_t ns = 0, len = 1;
+    for (xmlNodePtr cur = n; cur && cur->type != XML_DOCUMENT_NODE && ns < 64;
          cur = cur->parent) {
-        char buf[300];
-        if (cur->type == XML_ATTRIBUTE_NODE) {
-            snprintf(buf, sizeof buf, "@%s", (const char *)cur->name);
-        } else if (cur->type == XML_ELEMENT_NODE) {
-            int pos = 0, total = 0;
+        int pos = 0;
+        if (cur->type == XML_ELEMENT_NODE) {
+            int total = 0;
             for (xmlNodePtr sib = cur->parent ? cur->parent->children : NULL; sib;
                  sib = sib->next) {
                 if (sib->type != XML_ELEMENT_NODE || !xmlStrEqual(sib->name, cur->name))
@@ -207,24 +211,36 @@ static char *node_path(xmlNodePtr n)
                 if (sib == cur)
                     pos = total;
             }
-            if (total > 1)
-                snprintf(buf, sizeof buf, "%s[%d]", (const char *)cur->name, pos);
-            else
-                snprintf(buf, sizeof buf, "%s", (const char *)cur->name);
-        } else if (cur->type == XML_TEXT_NODE || cur->type == XML_CDATA_SECTION_NODE) {
-            snprintf(buf, sizeof buf, "text()");
-        } else {
+            if (total < 2)
+                pos = 0;
+        } else if (cur->type != XML_ATTRIBUTE_NODE && cur->type != XML_TEXT_NODE &&
+                   cur->type != XML_CDATA_SECTION_NODE) {
             continue;
         }
-        parts[np++] = strdup(buf);
+        int text = cur->type == XML_TEXT_NODE || cur->type == XML_CDATA_SECTION_NODE;
+        step[ns].name = text ? "text()" : cur->name ? (const char *)cur->name : "?";
+        step[ns].at = cur->type == XML_ATTRIBUTE_NODE ? '@' : 0;
+        step[ns].pos = pos;
+        len += 2 + strlen(step[ns].name) + (pos ? 13 : 0);
+        ns++;
     }
-    rk_buf b;
-    rk_buf_init(&b, 1u << 16);
-    for (size_t i = np; i-- > 0;) {
-        rk_buf_appendf(&b, "/%s", parts[i] ? parts[i] : "?");
-        free(parts[i]);
+    if (ns == 0)
+        return NULL;
+    char *out = malloc(len), *p = out;
+    if (!out)
+        oom();
+    for (size_t i = ns; i-- > 0;) {
+        *p++ = '/';
+        if (step[i].at)
+            *p++ = step[i].at;
+        size_t l = strlen(step[i].name);
+        memcpy(p, step[i].name, l);
+        p += l;
+        if (step[i].pos)
+            p += sprintf(p, "[%d]", step[i].pos);
     }
-    return rk_buf_take(&b);
+    *p = '\0';
+    return out;
 }
 
 /*

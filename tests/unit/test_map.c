@@ -285,12 +285,13 @@ static void test_provenance(void **state)
     job_field(j, "anzahl", "count(a:Antragsteller/a:Telefon)");
     job_field(j, "ganz", "concat(a:Antragsteller/a:F60000000228, '!')");
     job_field(j, "leer", "a:Leer");
+    job_field(j, "zweites", "a:Antragsteller/a:Telefon[2]/text()");
 
     xmlDocPtr doc = sample_doc();
     rk_result r;
     rk_result_init(&r);
     assert_int_equal(rk_map_apply(j, doc, &r), 0);
-    assert_int_equal(r.n_fields, 7);
+    assert_int_equal(r.n_fields, 8);
     assert_int_equal(r.n_anomalies, 0);
 
     const rk_mapped_field *f = rk_result_field(&r, "nachname");
@@ -327,6 +328,11 @@ static void test_provenance(void **state)
     f = rk_result_field(&r, "leer");
     assert_string_equal(f->value, "");
     assert_string_equal(f->node, "/Antrag/Leer");
+
+    /* a text node is a text() step, after the position of its element */
+    f = rk_result_field(&r, "zweites");
+    assert_string_equal(f->value, "0711 456");
+    assert_string_equal(f->node, "/Antrag/Antragsteller/Telefon[2]/text()");
 
     rk_result_free(&r);
     xmlFreeDoc(doc);
