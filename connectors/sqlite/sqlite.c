@@ -375,6 +375,26 @@ sqlerr:
 
 /* The cached INSERT for this record's field set, prepared on first use.
  * When the cache is full the oldest entry goes. */
+/* The cached INSERT for the record's field names (the cache key is the
+ * names, each followed by a comma), or NULL; allocates nothing. */
+static sqlite3_stmt *sq_cached_stmt(const sq_inst *in, const rk_record *rec)
+{
+    for (size_t c = 0; c < in->n_cache; c++) {
+        const char *p = in->cache[c].key;
+        size_t i = 0;
+        for (; i < rec->n_fields; i++) {
+            const char *name = rec->fields[i].name ? rec->fields[i].name : "";
+            size_t l = strcspn(name, ","); /* a name with a comma is no identifier */
+            if (name[l] || strncmp(p, name, l) != 0 || p[l] != ',')
+                break;
+            p += l + 1;
+        }
+        if (i == rec->n_fields && *p == '\0')
+            return in->cache[c].stmt;
+    }
+    return NULL;
+}
+
 static int sq_insert_stmt(sq_inst *in, const rk_record *rec, sqlite3_stmt **out)
 {
     sq_str key = {0};
@@ -584,16 +604,22 @@ static int sq_wal(sq_inst *in, rk_deliver_result *res)
  */
 static rk_deliver_status sq_put(sq_inst *in, const rk_record *rec, rk_deliver_result *res)
 {
-    rk_deliver_status st = sq_check_record(rec, res);
-    if (st != RK_DELIVER_OK)
-        return st;
-    if ((st = sq_ensure_table(in, rec, res)) != RK_DELIVER_OK)
-        return st;
-
-    sqlite3_stmt *ins = NULL;
-    int rc = sq_insert_stmt(in, rec, &ins);
-    if (rc != SQLITE_OK)
-        goto sqlerr;
+    rk_deliver_status st;
+    int rc = SQLITE_OK;
+    /* a list of field names with a statement was checked, and its columns
+     * made, when the statement was: the records of a job all have one */
+    sqlite3_stmt *ins = sq_cached_stmt(in, rec);
+    if (!rec->idempotency_key || !rec->idempotency_key[0]) {
+        sq_msg(res, "record has no idempotency key");
+        return RK_DELIVER_PERMANENT;
+    }
+    if (!ins) {
+        if ((st = sq_check_record(rec, res)) != RK_DELIVER_OK ||
+            (st = sq_ensure_table(in, rec, res)) != RK_DELIVER_OK)
+            return st;
+        if ((rc = sq_insert_stmt(in, rec, &ins)) != SQLITE_OK)
+            goto sqlerr;
+    }
     char now[32];
     time_t t = time(NULL);
     struct tm tm;

@@ -585,9 +585,18 @@ static void test_sqlite_identifiers(void **state)
     assert_int_equal(deliver(c, "key-6", longest, 1).st, RK_DELIVER_OK);
     rk_kv toolong[] = {{n64, "x"}};
     assert_int_equal(deliver(c, "key-7", toolong, 1).st, RK_DELIVER_PERMANENT);
+    /* names checked once per list of names: a list that reads like one
+     * checked before ("nachname," "vorname,") is checked on its own */
+    rk_kv two[] = {{"nachname", "a"}, {"vorname", "b"}};
+    assert_int_equal(deliver(c, "key-8", two, 2).st, RK_DELIVER_OK);
+    rk_kv joined[] = {{"nachname,vorname", "x"}};
+    a = deliver(c, "key-9", joined, 1);
+    assert_int_equal(a.st, RK_DELIVER_PERMANENT);
+    assert_non_null(strstr(a.msg, "is not an identifier"));
+    assert_int_equal(deliver(c, "key-10", two, 2).st, RK_DELIVER_OK);
     rk_conn_close(c);
-    assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 2);
-    assert_int_equal(q_int(db, "SELECT count(*) FROM pragma_table_info('antrag')"), 5);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 4);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM pragma_table_info('antrag')"), 6);
 
     /* The table name is checked when the instance opens. */
     rk_setting s[] = {{"database", (char *)db}, {"table", "antrag; DROP TABLE antrag"}};
@@ -596,7 +605,7 @@ static void test_sqlite_identifiers(void **state)
     assert_string_equal(err, "connector 'sqlite' could not open for job 'jobx': table name "
                              "'antrag; DROP TABLE antrag' is not an identifier "
                              "([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes)");
-    assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 2);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 4);
 }
 
 /* A writer holding the lock longer than busy_timeout_ms makes RETRY. */
