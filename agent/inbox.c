@@ -1302,12 +1302,19 @@ static int read_claimed(const char *path, size_t max, char **out, size_t *outlen
                 (long long)a.st_size, max);
         return RK_E_LIMIT;
     }
-    rk_buf buf;
-    rk_buf_init(&buf, max);
-    char chunk[65536];
+    /* one buffer of the size fstat gave, read into directly; one byte
+     * more shows a file that grew, and the second fstat below any change */
+    size_t cap = (size_t)a.st_size + 1;
+    char *data = malloc(cap + 1);
+    if (!data) {
+        close(fd);
+        set_err(err, errlen, "cannot read the file: out of memory");
+        return -ENOMEM;
+    }
+    size_t len = 0;
     int rc = 0;
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof chunk);
+    while (len < cap) {
+        ssize_t n = read(fd, data + len, cap - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -1317,27 +1324,23 @@ static int read_claimed(const char *path, size_t max, char **out, size_t *outlen
         }
         if (n == 0)
             break;
-        if ((rc = rk_buf_append(&buf, chunk, (size_t)n)) != 0) {
-            set_err(err, errlen, "file grew beyond the limit of %zu bytes while it was read "
-                    "(inbox.max_file_size)", max);
-            break;
-        }
+        len += (size_t)n;
     }
-    if (!rc && (fstat(fd, &b) != 0 || b.st_size != a.st_size ||
-                (uint64_t)b.st_size != buf.len || b.st_mtim.tv_sec != a.st_mtim.tv_sec ||
-                b.st_mtim.tv_nsec != a.st_mtim.tv_nsec)) {
+    data[len] = '\0';
+    if (!rc && (fstat(fd, &b) != 0 || b.st_size != a.st_size || (uint64_t)b.st_size != len ||
+                b.st_mtim.tv_sec != a.st_mtim.tv_sec || b.st_mtim.tv_nsec != a.st_mtim.tv_nsec)) {
         set_err(err, errlen, "the file changed while it was read (a writer still at work? "
                 "write NAME.tmp and rename, or raise inbox.settle_ms)");
         rc = RK_E_FORMAT;
     }
     close(fd);
     if (rc) {
-        rk_buf_free(&buf);
+        free(data);
         return rc;
     }
-    *outlen = buf.len;
-    *out = rk_buf_take(&buf);
-    return *out ? 0 : -ENOMEM;
+    *outlen = len;
+    *out = data;
+    return 0;
 }
 
 /* Bounded read plus gunzip.  The reasons name the setting that refused

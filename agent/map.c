@@ -14,6 +14,7 @@
 #include "map.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +147,21 @@ static void xp_error_cb(void *user, xmlErrorPtr e)
  * job's namespace prefixes are registered.  0, or RK_E_FORMAT when the
  * document has no root element.
  */
+/*
+ * An XPath context per thread, kept between documents: a new context
+ * registers every XPath function in a new hash table, which cost a
+ * tenth of mapping a document.  Between documents it keeps its function
+ * table and its object cache; the document, node, namespaces and error
+ * state are set for each one.
+ */
+static pthread_key_t xp_key;
+static pthread_once_t xp_once = PTHREAD_ONCE_INIT;
+static int xp_key_ok;
+
+static void xp_ctx_free(void *c) { xmlXPathFreeContext(c); }
+
+static void xp_key_make(void) { xp_key_ok = pthread_key_create(&xp_key, xp_ctx_free) == 0; }
+
 static int xp_open(xp_env *env, const rk_job *job, xmlDocPtr doc)
 {
     memset(env, 0, sizeof *env);
@@ -154,12 +170,20 @@ static int xp_open(xp_env *env, const rk_job *job, xmlDocPtr doc)
     xmlNodePtr root = doc ? xmlDocGetRootElement(doc) : NULL;
     if (!root)
         return RK_E_FORMAT;
-    env->ctx = xmlXPathNewContext(doc);
-    if (!env->ctx)
+    pthread_once(&xp_once, xp_key_make);
+    env->ctx = xp_key_ok ? pthread_getspecific(xp_key) : NULL;
+    if (env->ctx) {
+        pthread_setspecific(xp_key, NULL); /* in use */
+        env->ctx->doc = doc;
+    } else if (!(env->ctx = xmlXPathNewContext(doc))) {
         oom();
+    }
     env->ctx->node = root;
+    env->ctx->contextSize = -1;
+    env->ctx->proximityPosition = -1;
     env->ctx->error = xp_error_cb;
     env->ctx->userData = env;
+    xmlResetError(&env->ctx->lastError);
     for (size_t i = 0; i < job->n_ns; i++)
         if (job->ns_prefixes[i] && *job->ns_prefixes[i] && job->ns_uris[i])
             xmlXPathRegisterNs(env->ctx, (const xmlChar *)job->ns_prefixes[i],
@@ -169,9 +193,16 @@ static int xp_open(xp_env *env, const rk_job *job, xmlDocPtr doc)
 
 static void xp_close(xp_env *env)
 {
-    if (env->ctx)
-        xmlXPathFreeContext(env->ctx);
+    xmlXPathContextPtr c = env->ctx;
     env->ctx = NULL;
+    if (!c)
+        return;
+    xmlXPathRegisteredNsCleanup(c); /* the next document may be another job's */
+    c->doc = NULL;
+    c->node = NULL;
+    c->userData = NULL;
+    if (!xp_key_ok || pthread_getspecific(xp_key) || pthread_setspecific(xp_key, c) != 0)
+        xmlXPathFreeContext(c);
 }
 
 /* Copies a libxml2-allocated string into malloc'd memory and frees it. */

@@ -275,14 +275,32 @@ void rk_time_iso(int64_t ms, char *out, size_t outlen)
     snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
+static void hex_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* OpenSSL 3 looks the algorithm up in its provider tables on every
+ * EVP_Digest with EVP_sha256() (an implicit fetch: more work than hashing
+ * a 2 KB document); fetched once, it is looked up once per process. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void) { sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
 void rk_sha256_hex(const void *data, size_t len, char *out)
 {
+    pthread_once(&sha256_once, sha256_fetch);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-    for (unsigned i = 0; i < mdlen; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-    out[2 * mdlen] = '\0';
+    if (!EVP_Digest(data, len, md, &mdlen, sha256_md ? sha256_md : EVP_sha256(), NULL))
+        mdlen = 0;
+    hex_encode(md, mdlen, out);
 }
 
 int rk_random_hex(size_t n, char *out)
@@ -292,9 +310,7 @@ int rk_random_hex(size_t n, char *out)
         return RK_E_LIMIT;
     if (getrandom(buf, n, 0) != (ssize_t)n)
         return -errno;
-    for (size_t i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", buf[i]);
-    out[2 * n] = '\0';
+    hex_encode(buf, n, out);
     return 0;
 }
 

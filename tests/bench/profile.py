@@ -65,7 +65,7 @@ def main(argv=None):
     cmd = [rekeyd, "--config", rig.config, "--once"]
     data = os.path.join(out, f"{tool}.data")
     if tool == "perf":
-        pre = ["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph",
+        pre = ["perf", "record", "-e", "cpu-clock", "-F", os.environ.get("PROFILE_HZ", "499"), "--call-graph",
                "dwarf,8192", "-o", data, "--"]
     elif tool == "callgrind":
         pre = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}"]

@@ -273,6 +273,48 @@ static xmlDocPtr sample_doc(void)
 
 /* ---- XPath and provenance ------------------------------------------------- */
 
+/* Documents mapped one after another on one thread share an XPath
+ * context: each sees only its own job's namespace prefixes, and a failed
+ * expression leaves nothing behind for the next document. */
+static void test_xpath_context_between_documents(void **state)
+{
+    (void)state;
+    rk_job *a = job_new();
+    job_field(a, "nachname", "a:Antragsteller/a:F60000000227");
+    rk_job *b = job_new(); /* knows the namespace as "x", not as "a" */
+    free(b->ns_prefixes[0]);
+    b->ns_prefixes[0] = strdup("x");
+    job_field(b, "nachname", "a:Antragsteller/a:F60000000227");
+    rk_job *bad = job_new();
+    job_field(bad, "kaputt", "$nichtda"); /* compiles, fails when evaluated */
+
+    xmlDocPtr doc = sample_doc();
+    for (int round = 0; round < 2; round++) {
+        rk_result r;
+        rk_result_init(&r);
+        assert_int_equal(rk_map_apply(a, doc, &r), 0);
+        assert_string_equal(rk_result_field(&r, "nachname")->node,
+                            "/Antrag/Antragsteller/F60000000227");
+        rk_result_free(&r);
+        /* job b has no prefix "a": job a's must not linger */
+        rk_result_init(&r);
+        rk_map_apply(b, doc, &r);
+        assert_null(rk_result_field(&r, "nachname")->value);
+        assert_int_equal(r.n_anomalies, 1);
+        assert_string_equal(r.anomalies[0].code, "XPATH_FEHLER");
+        rk_result_free(&r);
+        rk_result_init(&r);
+        rk_map_apply(bad, doc, &r);
+        assert_int_equal(r.n_anomalies, 1);
+        assert_string_equal(r.anomalies[0].code, "XPATH_FEHLER");
+        rk_result_free(&r);
+    }
+    xmlFreeDoc(doc);
+    job_free(a);
+    job_free(b);
+    job_free(bad);
+}
+
 static void test_provenance(void **state)
 {
     (void)state;
@@ -773,6 +815,7 @@ int main(void)
     rk_log_set_level(RK_LOG_LVL_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_provenance),
+        cmocka_unit_test(test_xpath_context_between_documents),
         cmocka_unit_test(test_xpath_error_is_anomaly),
         cmocka_unit_test(test_no_root),
         cmocka_unit_test(test_trim_upper_lower),
