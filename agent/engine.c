@@ -51,6 +51,8 @@ typedef struct witem {
     int fresh;             /* taken in by this process: no fields, anomalies,
                             * deliveries or key suffix in the store yet */
     int have_res;          /* W_DELIVER: res holds the record (from processing) */
+    int quiet_source;      /* W_DELIVER: from the directory inbox, which is told
+                            * nothing (no notice row to write) */
     int claimed;           /* W_INTAKE from the inbox: counted in intake_open */
     size_t n_anom0;        /* W_PROCESS: anomalies before the duplicate check */
     struct witem *round;   /* W_PROCESS: the delivery round started in its commit */
@@ -840,6 +842,7 @@ static int commit_process(rk_engine *e, witem *w)
         d->job_name = strdup(w->job->name);
         d->fresh = w->fresh;
         d->have_res = w->fresh; /* handed over in post_process */
+        d->quiet_source = w->fresh && !w->source;
         memcpy(d->uid, w->uid, sizeof d->uid);
         if (!d->job_name) {
             witem_free(d);
@@ -1084,7 +1087,12 @@ static int round_prepare(rk_engine *e, witem *w)
         snprintf(key, sizeof key, "%s:%s:%s%s%s", w->uid, w->job->name, jc->name,
                  ji.key_suffix[0] ? ":" : "", ji.key_suffix);
         rk_delivery d;
-        if ((rc = rk_store_delivery_get(s, w->job_id, jc->name, jc->plugin, key, &d)) != 0)
+        /* a job taken in by this process has no delivery rows: each is
+         * written with its first outcome (one statement less per job) */
+        rc = w->fresh && w->have_res
+                 ? rk_store_delivery_new(w->job_id, jc->name, jc->plugin, key, &d)
+                 : rk_store_delivery_get(s, w->job_id, jc->name, jc->plugin, key, &d);
+        if (rc != 0)
             return rc;
         if (strcmp(d.state, "pending") != 0)
             continue; /* delivered in an earlier round */
@@ -1132,7 +1140,7 @@ static int commit_round_end(rk_engine *e, witem *w)
             if (p->status == RK_DELIVER_FATAL)
                 rc = rk_store_pause_set(s, w->job->name, name, p->message);
             if (!rc)
-                rc = rk_store_delivery_set(s, p->d.id, "pending", p->d.attempts,
+                rc = rk_store_delivery_record(s, &p->d, "pending", p->d.attempts,
                                            p->status == RK_DELIVER_FATAL ? p->message : NULL,
                                            NULL);
             rk_buf_appendf(&why, "%s%s: connector paused%s%s", why.len ? "; " : "", name,
@@ -1147,7 +1155,7 @@ static int commit_round_end(rk_engine *e, witem *w)
             max_attempts = attempts;
         switch (p->status) {
         case RK_DELIVER_OK:
-            rc = rk_store_delivery_set(s, p->d.id, "delivered", attempts, NULL, p->target_id);
+            rc = rk_store_delivery_record(s, &p->d, "delivered", attempts, NULL, p->target_id);
             if (!first_target[0])
                 snprintf(first_target, sizeof first_target, "%s", p->target_id);
             rk_buf_appendf(&why, "%s%s: delivered%s%s", why.len ? "; " : "", name,
@@ -1155,7 +1163,7 @@ static int commit_round_end(rk_engine *e, witem *w)
             break;
         case RK_DELIVER_PERMANENT:
             refused++;
-            rc = rk_store_delivery_set(s, p->d.id, "refused", attempts, p->message, NULL);
+            rc = rk_store_delivery_record(s, &p->d, "refused", attempts, p->message, NULL);
             if (!rc)
                 rc = rk_store_add_anomaly(s, w->job_id, "ANBINDUNG_ABGELEHNT", NULL,
                                           RK_SEV_BLOCK, p->message);
@@ -1164,12 +1172,12 @@ static int commit_round_end(rk_engine *e, witem *w)
         default: /* RETRY: the record is fine, the target is not (yet) */
             if (attempts >= e->cfg->max_attempts) {
                 failed++;
-                rc = rk_store_delivery_set(s, p->d.id, "failed", attempts, p->message, NULL);
+                rc = rk_store_delivery_record(s, &p->d, "failed", attempts, p->message, NULL);
                 rk_buf_appendf(&why, "%s%s: attempts used up (%d): %s", why.len ? "; " : "",
                                name, attempts, p->message);
             } else {
                 retry++;
-                rc = rk_store_delivery_set(s, p->d.id, "pending", attempts, p->message, NULL);
+                rc = rk_store_delivery_record(s, &p->d, "pending", attempts, p->message, NULL);
                 int64_t t = rk_now_ms() + backoff_ms(e->cfg, attempts, p->retry_after_ms);
                 if (!due || t < due)
                     due = t;
@@ -1198,7 +1206,8 @@ static int commit_round_end(rk_engine *e, witem *w)
                                             .attempts = max_attempts,
                                             .next_attempt_ms = retry ? due : 0,
                                             .last_error = last_error,
-                                            .target_id = first_target});
+                                            .target_id = first_target,
+                                            .quiet_source = w->quiet_source});
     w->to_state = to;
     w->retry_due = !rc && retry && strcmp(to, RK_ST_RETRY_WAIT) == 0 ? due : 0;
     rk_buf_free(&why);

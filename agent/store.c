@@ -252,6 +252,7 @@ enum {
     Q_DLV_ADD,
     Q_DLV_LOAD,
     Q_DLV_SET,
+    Q_DLV_PUT,
     Q_SAVEPOINT,
     Q_RELEASE,
     Q_ROLLBACK_TO,
@@ -299,6 +300,12 @@ static const char *const sql_text[Q_COUNT] = {
                    " WHERE job_id = ? AND name = ?",
     [Q_DLV_SET] = "UPDATE deliveries SET state = ?, attempts = ?, last_error = ?,"
                   " target_id = COALESCE(?, target_id), updated_at = ? WHERE id = ?",
+    [Q_DLV_PUT] = "INSERT INTO deliveries(job_id, name, plugin, state, attempts, idempotency_key,"
+                  " target_id, last_error, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+                  " ON CONFLICT(job_id, name) DO UPDATE SET state = excluded.state,"
+                  " attempts = excluded.attempts, last_error = excluded.last_error,"
+                  " target_id = COALESCE(excluded.target_id, target_id),"
+                  " updated_at = excluded.updated_at",
     [Q_SAVEPOINT] = "SAVEPOINT item",
     [Q_RELEASE] = "RELEASE item",
     [Q_ROLLBACK_TO] = "ROLLBACK TO item",
@@ -920,12 +927,12 @@ static int why_unchanged(rk_store *s, int64_t job_id)
 /* After the row moved from `from` to `to`: the event and the notice of a
  * final state. */
 static int record_step(rk_store *s, int64_t job_id, const char *from, const char *to,
-                       const char *actor, const char *reason, const char *at)
+                       const char *actor, const char *reason, const char *at, int quiet)
 {
     int rc = add_event_at(s, job_id, from, to, actor, reason, at);
     if (rc)
         return rc;
-    if ((strcmp(to, RK_ST_DELIVERED) == 0 || strcmp(to, RK_ST_REJECTED) == 0) &&
+    if (!quiet && (strcmp(to, RK_ST_DELIVERED) == 0 || strcmp(to, RK_ST_REJECTED) == 0) &&
         (rc = add_notice(s, job_id, to)) != 0)
         return rc;
     return 0;
@@ -1030,7 +1037,7 @@ int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a)
     }
     for (size_t i = 0; i < a->steps; i++)
         if ((rc = record_step(s, job_id, a->path[i], a->path[i + 1], a->actor, a->reason[i],
-                              at)))
+                              at, a->quiet_source)))
             return rc;
     log_path(job_id, a->path, a->reason, a->steps, a->actor);
     return 0;
@@ -1058,7 +1065,7 @@ int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const cha
     sqlite3_bind_int64(st, 3, job_id);
     if ((rc = step_done(s, st)) != 0)
         return rc;
-    if ((rc = record_step(s, job_id, cur, to, actor, reason, at)) != 0)
+    if ((rc = record_step(s, job_id, cur, to, actor, reason, at, 0)) != 0)
         return rc;
     log_path(job_id, (const char *[]){cur, to}, &reason, 1, actor);
     return 0;
@@ -1376,12 +1383,9 @@ int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const c
         return rc;
     if (sqlite3_changes(s->db) == 1) {
         /* made just now: pending, no attempts, this key */
-        memset(out, 0, sizeof *out);
+        rc = rk_store_delivery_new(job_id, name, plugin, key, out);
         out->id = sqlite3_last_insert_rowid(s->db);
-        snprintf(out->name, sizeof out->name, "%s", name);
-        snprintf(out->state, sizeof out->state, "pending");
-        snprintf(out->key, sizeof out->key, "%s", key);
-        return 0;
+        return rc;
     }
     st = stmt(s, Q_DLV_LOAD);
     if (!st)
@@ -1392,6 +1396,8 @@ int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const c
     if (rc == SQLITE_ROW) {
         memset(out, 0, sizeof *out);
         out->id = sqlite3_column_int64(st, 0);
+        out->job_id = job_id;
+        snprintf(out->plugin, sizeof out->plugin, "%s", plugin ? plugin : "");
         snprintf(out->name, sizeof out->name, "%s", (const char *)sqlite3_column_text(st, 1));
         snprintf(out->state, sizeof out->state, "%s", (const char *)sqlite3_column_text(st, 2));
         out->attempts = sqlite3_column_int(st, 3);
@@ -1399,6 +1405,42 @@ int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const c
     }
     sqlite3_reset(st);
     return rc == SQLITE_ROW ? 0 : RK_E_DB;
+}
+
+int rk_store_delivery_new(int64_t job_id, const char *name, const char *plugin, const char *key,
+                          rk_delivery *out)
+{
+    memset(out, 0, sizeof *out);
+    out->job_id = job_id;
+    snprintf(out->state, sizeof out->state, "pending");
+    if ((size_t)snprintf(out->name, sizeof out->name, "%s", name) >= sizeof out->name ||
+        (size_t)snprintf(out->plugin, sizeof out->plugin, "%s", plugin ? plugin : "") >=
+            sizeof out->plugin ||
+        (size_t)snprintf(out->key, sizeof out->key, "%s", key) >= sizeof out->key)
+        return RK_E_LIMIT;
+    return 0;
+}
+
+int rk_store_delivery_record(rk_store *s, const rk_delivery *d, const char *state, int attempts,
+                             const char *last_error, const char *target_id)
+{
+    if (d->id > 0)
+        return rk_store_delivery_set(s, d->id, state, attempts, last_error, target_id);
+    char at[32];
+    now_iso(at, sizeof at);
+    sqlite3_stmt *st = stmt(s, Q_DLV_PUT);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, d->job_id);
+    bind_text(st, 2, d->name);
+    bind_text(st, 3, d->plugin);
+    bind_text(st, 4, state);
+    sqlite3_bind_int(st, 5, attempts);
+    bind_text(st, 6, d->key);
+    bind_text(st, 7, target_id && *target_id ? target_id : NULL);
+    bind_text(st, 8, last_error);
+    bind_text(st, 9, at);
+    return step_done(s, st);
 }
 
 int rk_store_delivery_set(rk_store *s, int64_t delivery_id, const char *state, int attempts,

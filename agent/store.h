@@ -123,6 +123,8 @@ typedef struct rk_advance {
     int attempts;
     int64_t next_attempt_ms;
     const char *last_error, *target_id;
+    int quiet_source; /* 1: the job's source answers nobody (the caller knows it came
+                       * from the directory inbox): no notice of a final state */
 } rk_advance;
 int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a);
 
@@ -158,8 +160,10 @@ int rk_store_set_delivery(rk_store *s, int64_t job_id, int attempts,
  * yet in the target), delivered, refused (PERMANENT), failed (attempts
  * used up). */
 typedef struct rk_delivery {
-    int64_t id;
+    int64_t id;      /* 0: not written yet (rk_store_delivery_new) */
+    int64_t job_id;
     char name[64];
+    char plugin[64];
     char state[16];
     int attempts;
     char key[160];   /* the idempotency key, fixed when the row is made */
@@ -167,9 +171,23 @@ typedef struct rk_delivery {
 /* The delivery row of (job, name), created pending with key when missing. */
 int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const char *plugin,
                           const char *key, rk_delivery *out);
+/* A pending delivery for a job that has no delivery rows yet (one this
+ * process took in and is delivering for the first time): made in memory
+ * only, its row is written with its first outcome by
+ * rk_store_delivery_record.  A crash before that leaves the job in
+ * `delivering` without the row, which the next start makes as
+ * rk_store_delivery_get does, with the same key.  Returns RK_E_LIMIT
+ * when a name or the key does not fit. */
+int rk_store_delivery_new(int64_t job_id, const char *name, const char *plugin, const char *key,
+                          rk_delivery *out);
 /* Records the outcome of an attempt; target_id NULL keeps the old one. */
 int rk_store_delivery_set(rk_store *s, int64_t delivery_id, const char *state, int attempts,
                           const char *last_error, const char *target_id);
+/* The same for d: its row is updated, or written when d was never
+ * written (id 0).  d itself is not changed, so a transaction rolled back
+ * and written again writes the row again. */
+int rk_store_delivery_record(rk_store *s, const rk_delivery *d, const char *state, int attempts,
+                             const char *last_error, const char *target_id);
 
 /* A job the engine must pick up (at start, or when due). */
 typedef struct rk_pending {

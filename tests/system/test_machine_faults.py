@@ -453,12 +453,12 @@ def test_one_result_the_store_refuses_leaves_its_file_and_not_the_others(tmp_pat
     base = open(SAMPLES[0], "rb").read()
     d = daemons(rig, tmp_path / "rekeyd.log")
     rig.wait_for(lambda: os.path.exists(rig.db) and rig.q(
-        "SELECT count(*) FROM sqlite_master WHERE name = 'fields'") == [(1,)],
+        "SELECT count(*) FROM sqlite_master WHERE name = 'job_fields'") == [(1,)],
         what="the store")
     con = sqlite3.connect(rig.db, timeout=30, isolation_level=None)
     try:
-        con.execute("CREATE TRIGGER refuse BEFORE INSERT ON fields WHEN NEW.value ="
-                    " 'Sonderfall' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        con.execute("CREATE TRIGGER refuse BEFORE INSERT ON job_fields WHEN NEW.data LIKE"
+                    " '%\"Sonderfall\"%' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
     finally:
         con.close()
     names = [f"antrag-{i}.xml" for i in range(8)]

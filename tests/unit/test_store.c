@@ -819,6 +819,60 @@ static void test_field_sets_shared_and_rolled_back(void **state)
                      0);
 }
 
+/* Deliveries: a row made pending before the attempt (get), or written
+ * with its first outcome (new, then record); either way one row per
+ * (job, connector) with the key it was delivered under. */
+static void test_delivery_rows(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f), b = add(f);
+    rk_delivery d;
+    assert_int_equal(rk_store_delivery_get(f->s, a, "sqlite", "sqlite", "k-a", &d), 0);
+    assert_true(d.id > 0);
+    assert_string_equal(d.state, "pending");
+    assert_int_equal(count_where(f, "deliveries", "job_id = 1 AND state = 'pending'"), 1);
+    assert_int_equal(rk_store_delivery_record(f->s, &d, "delivered", 1, NULL, "7"), 0);
+    assert_string_equal(q_text(f, "SELECT state || '/' || attempts || '/' || target_id ||"
+                                  " '/' || idempotency_key FROM deliveries WHERE job_id = 1"),
+                        "delivered/1/7/k-a");
+
+    /* in memory only until its outcome */
+    rk_delivery n;
+    assert_int_equal(rk_store_delivery_new(b, "ablage", "filedrop", "k-b", &n), 0);
+    assert_int_equal(n.id, 0);
+    assert_int_equal(count_where(f, "deliveries", "job_id = 2"), 0);
+    /* written in a transaction that is rolled back: written again */
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_delivery_record(f->s, &n, "pending", 1, "target down", NULL), 0);
+    assert_int_equal(rk_store_rollback(f->s), 0);
+    assert_int_equal(count_where(f, "deliveries", "job_id = 2"), 0);
+    assert_int_equal(rk_store_delivery_record(f->s, &n, "pending", 1, "target down", NULL), 0);
+    assert_string_equal(q_text(f, "SELECT name || '/' || plugin || '/' || state || '/' ||"
+                                  " attempts || '/' || last_error || '/' || idempotency_key"
+                                  " FROM deliveries WHERE job_id = 2"),
+                        "ablage/filedrop/pending/1/target down/k-b");
+    /* a later outcome of the same delivery updates that row; the target
+     * id stays when none is given, the key never changes */
+    assert_int_equal(rk_store_delivery_record(f->s, &n, "delivered", 2, NULL, "ab/1"), 0);
+    assert_int_equal(rk_store_delivery_record(f->s, &n, "delivered", 2, NULL, NULL), 0);
+    assert_int_equal(count_where(f, "deliveries", "job_id = 2"), 1);
+    assert_string_equal(q_text(f, "SELECT state || '/' || attempts || '/' ||"
+                                  " coalesce(last_error, '-') || '/' || target_id"
+                                  " FROM deliveries WHERE job_id = 2"),
+                        "delivered/2/-/ab/1");
+    /* and the next start finds it as rk_store_delivery_get */
+    rk_delivery again;
+    assert_int_equal(rk_store_delivery_get(f->s, b, "ablage", "filedrop", "other", &again), 0);
+    assert_string_equal(again.state, "delivered");
+    assert_string_equal(again.key, "k-b");
+    assert_int_equal(again.attempts, 2);
+
+    char longkey[300];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    assert_int_equal(rk_store_delivery_new(b, "x", "y", longkey, &n), RK_E_LIMIT);
+}
+
 static void test_load_result_round_trip(void **state)
 {
     fixture *f = *state;
@@ -1281,6 +1335,21 @@ static void test_notices_for_networked_sources(void **state)
     assert_string_equal(again.ref[0], "sub-b");
     assert_int_equal(count_where(f, "notices", "attempts = 1 AND last_error = 'portal down'"), 1);
     assert_int_equal(count_where(f, "notices", "sent_at IS NOT NULL AND reason IS NULL"), 1);
+
+    /* rk_store_advance looks the source up, unless the caller says the
+     * job came from a source that answers nobody (it is trusted) */
+    int64_t c = add_net(f, "sub-c"), d = add_net(f, "sub-d");
+    assert_int_equal(rk_store_advance(f->s, c, &(rk_advance){.actor = "t",
+                                                             .path = {"received", "delivered"},
+                                                             .steps = 1}),
+                     0);
+    assert_int_equal(rk_store_advance(f->s, d, &(rk_advance){.actor = "t",
+                                                             .path = {"received", "delivered"},
+                                                             .steps = 1,
+                                                             .quiet_source = 1}),
+                     0);
+    assert_int_equal(count_where(f, "notices", "source_ref = 'sub-c'"), 1);
+    assert_int_equal(count_where(f, "notices", "source_ref = 'sub-d'"), 0);
 }
 
 static void test_media_and_attachments(void **state)
@@ -1333,6 +1402,7 @@ int main(void)
         T(test_events_append_only),
         T(test_save_result_replaces),
         T(test_field_sets_shared_and_rolled_back),
+        T(test_delivery_rows),
         T(test_load_result_round_trip),
         T(test_dup_check_window),
         T(test_dup_check_ignores_rejected),
