@@ -267,11 +267,18 @@ int64_t rk_now_ms(void)
 
 void rk_time_iso(int64_t ms, char *out, size_t outlen)
 {
+    /* the writer stamps every row of a batch: the date and time of the
+     * last second a thread formatted are kept (gmtime_r and strftime cost
+     * more than the rest of a stamp) */
+    static __thread time_t last_t = -1;
+    static __thread char base[24];
     time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    char base[24];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (t != last_t || !base[0]) {
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+        last_t = t;
+    }
     snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
 }
 

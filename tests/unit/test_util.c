@@ -421,6 +421,14 @@ static void test_time_iso(void **state)
     rk_time_iso(951782400007LL, out, sizeof out); /* leap day 2000 */
     assert_string_equal(out, "2000-02-29T00:00:00.007Z");
     assert_int_equal(strlen(out), 24);
+    /* the same second again, the next one, and back: the kept second
+     * never leaks into another */
+    rk_time_iso(951782400999LL, out, sizeof out);
+    assert_string_equal(out, "2000-02-29T00:00:00.999Z");
+    rk_time_iso(951782401000LL, out, sizeof out);
+    assert_string_equal(out, "2000-02-29T00:00:01.000Z");
+    rk_time_iso(951782400500LL, out, sizeof out);
+    assert_string_equal(out, "2000-02-29T00:00:00.500Z");
     /* now is after 2020 and formatted the same way */
     rk_time_iso(rk_now_ms(), out, sizeof out);
     assert_int_equal(strlen(out), 24);
