@@ -154,6 +154,21 @@ def run_series(files=200, kills=20, seed=None, keep=None, log=print):
         extra = set(in_target) - delivered
         problems.append(f"target and queue disagree: {len(missing)} delivered but absent, "
                         f"{len(extra)} present but not delivered")
+    # each delivered job has its delivery row, delivered, with the key the
+    # target holds (a first round writes the row only with its outcome)
+    no_row = q(db, "SELECT count(*) FROM jobs j WHERE j.state = 'delivered' AND NOT EXISTS"
+                   " (SELECT 1 FROM deliveries d WHERE d.job_id = j.id"
+                   " AND d.state = 'delivered')")[0][0]
+    if no_row:
+        problems.append(f"{no_row} delivered jobs without a delivered delivery row")
+    keys = {k for (k,) in q(db, "SELECT idempotency_key FROM deliveries WHERE state = 'delivered'")}
+    target_keys = []
+    for (table,) in q(target, "SELECT name FROM sqlite_master WHERE type = 'table'"):
+        target_keys += [k for (k,) in q(target, f'SELECT rk_idempotency_key FROM "{table}"')]
+    if set(target_keys) != keys:
+        problems.append(f"delivery keys and target keys disagree: {len(keys - set(target_keys))}"
+                        f" recorded but absent, {len(set(target_keys) - keys)} present but"
+                        " not recorded")
     for path in (db, target):
         ok = q(path, "PRAGMA integrity_check")
         if ok != [("ok",)]:
