@@ -404,8 +404,8 @@ static void intake_work(uv_work_t *req)
                  rk_strerror(w->rc));
         return;
     }
-    w->rc = rk_random_hex(16, w->uid);
     w->received_ms = rk_now_ms();
+    w->rc = rk_uid_new(w->received_ms, w->uid);
     if (w->rc)
         return;
     w->fresh = 1;

@@ -310,6 +310,12 @@ void rk_sha256_hex(const void *data, size_t len, char *out)
     hex_encode(md, mdlen, out);
 }
 
+int rk_uid_new(int64_t ms, char *out)
+{
+    snprintf(out, 13, "%012llx", (unsigned long long)ms & 0xffffffffffffULL);
+    return rk_random_hex(10, out + 12);
+}
+
 int rk_random_hex(size_t n, char *out)
 {
     unsigned char buf[64];

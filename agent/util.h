@@ -78,6 +78,12 @@ void rk_time_iso(int64_t ms, char *out, size_t outlen);
 void rk_sha256_hex(const void *data, size_t len, char *out);
 /* n random bytes as lowercase hex (out >= 2n+1 bytes); 0 or -errno. */
 int rk_random_hex(size_t n, char *out);
+/* A submission uid: 32 lowercase hex digits, the first 12 the time ms
+ * (milliseconds since the epoch), the other 20 random (80 bits).  Uids
+ * made later sort after earlier ones, so the queue's unique index on them
+ * grows at its end instead of touching a random page of a big index with
+ * every document.  out holds 33 bytes. */
+int rk_uid_new(int64_t ms, char *out);
 
 /* zlib: compress src into a new buffer (*out, *outlen; caller frees). */
 int rk_deflate(const void *src, size_t len, void **out, size_t *outlen);

@@ -73,7 +73,10 @@ def _build(con, q, log, batch):
     ts = f"strftime('%Y-%m-%dT%H:%M:%fZ', {base} + s.i * {step}, 'unixepoch')"
     new_job = f"({job0} + s.i)"
     new_sub = f"({sub0} + s.i)"
-    new_uid = "printf('q%031d', s.i)"
+    # as rekeyd makes them (rk_uid_new): 12 hex digits of the receipt time
+    # in ms, then 20 more (here the clone number, unique), so the clones'
+    # uids sort by time like real ones and new ones go to the index's end
+    new_uid = f"printf('%012x%020d', CAST(({base} + s.i * {step}) * 1000 AS INTEGER), s.i)"
 
     def select_list(table, cols, overrides, sample):
         out = []

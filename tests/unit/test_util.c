@@ -450,6 +450,25 @@ static void test_random_hex(void **state)
     assert_int_equal(rk_random_hex(65, big), RK_E_LIMIT);
 }
 
+/* Submission uids: 32 hex digits, ordered by their time, distinct within
+ * one millisecond. */
+static void test_uid_new(void **state)
+{
+    (void)state;
+    char a[33], b[33], c[33];
+    assert_int_equal(rk_uid_new(1767225600000LL, a), 0);
+    assert_int_equal(rk_uid_new(1767225600000LL, b), 0);
+    assert_int_equal(rk_uid_new(1767225600001LL, c), 0);
+    assert_int_equal(strlen(a), 32);
+    assert_int_equal(strspn(a, "0123456789abcdef"), 32);
+    assert_memory_equal(a, "019b76daa800", 12); /* 2026-01-01T00:00:00.000Z */
+    assert_string_not_equal(a, b);
+    assert_true(strcmp(a, c) < 0 && strcmp(b, c) < 0);
+    char now[33];
+    assert_int_equal(rk_uid_new(rk_now_ms(), now), 0);
+    assert_true(strcmp(c, now) < 0);
+}
+
 static void test_strerror(void **state)
 {
     (void)state;
@@ -578,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_sha256_known_vectors),
         cmocka_unit_test(test_time_iso),
         cmocka_unit_test(test_random_hex),
+        cmocka_unit_test(test_uid_new),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_read_file_limit),
         cmocka_unit_test(test_strndup),
