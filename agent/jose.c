@@ -1252,16 +1252,6 @@ int rk_set_sign(const rk_jose_key *key, const char *kid, const json_t *payload,
 
 /* ---- hashes and callbacks ----------------------------------------------------------- */
 
-static void hex_encode(const unsigned char *p, size_t n, char *out)
-{
-    static const char hx[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hx[p[i] >> 4];
-        out[2 * i + 1] = hx[p[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* Decodes exactly 2n hex digits (either case) into n bytes. */
 static int hex_decode(const char *s, unsigned char *out, size_t n)
 {
@@ -1288,7 +1278,7 @@ void rk_sha512_hex(const void *data, size_t len, char *out)
         ERR_clear_error();
         return;
     }
-    hex_encode(md, 64, out);
+    rk_hex_encode(md, 64, out);
 }
 
 int rk_sha512_matches(const void *data, size_t len, const char *hex)
@@ -1334,7 +1324,7 @@ int rk_callback_mac(const void *secret, size_t secretlen, const char *timestamp,
         return RK_E_LIMIT;
     int rc = callback_mac_raw(secret, secretlen, timestamp, body, bodylen, mac);
     if (rc == 0)
-        hex_encode(mac, 64, out);
+        rk_hex_encode(mac, 64, out);
     return rc;
 }
 

@@ -268,7 +268,7 @@ static char *node_path(xmlNodePtr n)
         memcpy(p, step[i].name, l);
         p += l;
         if (step[i].pos)
-            p += sprintf(p, "[%d]", step[i].pos);
+            p += snprintf(p, len - (size_t)(p - out), "[%d]", step[i].pos);
     }
     *p = '\0';
     return out;

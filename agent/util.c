@@ -282,7 +282,7 @@ void rk_time_iso(int64_t ms, char *out, size_t outlen)
     snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
-static void hex_encode(const unsigned char *in, size_t n, char *out)
+void rk_hex_encode(const unsigned char *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -307,7 +307,7 @@ void rk_sha256_hex(const void *data, size_t len, char *out)
     unsigned int mdlen = 0;
     if (!EVP_Digest(data, len, md, &mdlen, sha256_md ? sha256_md : EVP_sha256(), NULL))
         mdlen = 0;
-    hex_encode(md, mdlen, out);
+    rk_hex_encode(md, mdlen, out);
 }
 
 int rk_uid_new(int64_t ms, char *out)
@@ -323,7 +323,7 @@ int rk_random_hex(size_t n, char *out)
         return RK_E_LIMIT;
     if (getrandom(buf, n, 0) != (ssize_t)n)
         return -errno;
-    hex_encode(buf, n, out);
+    rk_hex_encode(buf, n, out);
     return 0;
 }
 
