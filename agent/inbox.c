@@ -551,10 +551,10 @@ static int claim_rename(rk_inbox *in, const char *dir, const char *name,
             snprintf(suffix, sizeof suffix, ".%s-%u", in->id, n);
         if ((rc = join(out, outlen, in->claimed, name, suffix)) != 0)
             return rc;
-        struct stat st;
-        if (lstat(out, &st) == 0)
-            continue;
-        return rename(src, out) == 0 ? 0 : -errno;
+        /* one system call where the file system has RENAME_NOREPLACE (a
+         * claim was an lstat and a rename) */
+        if ((rc = move_noreplace(src, out)) != -EEXIST)
+            return rc;
     }
     return -EEXIST;
 }
