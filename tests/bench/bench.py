@@ -6,7 +6,7 @@ Steps, each on the same corpus of N generated submissions:
 
   floor     xmllint --noout --schema XSD over the documents (validation
             alone: one process per application type, all its files in one
-            invocation), timed;
+            invocation), timed; three passes, the best is the floor;
   backlog   rekeyd --once from a directory inbox holding all N files into
             the SQLite target, durable (sync = full unless told); rate
             from the queue's own timestamps (first submissions.received_at
@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import sqlite3
@@ -295,9 +296,26 @@ def target_rows(rig):
 
 # ---- the steps ----------------------------------------------------------
 
+FLOOR_PASSES = 3
+
+
 def step_floor(m, cdir):
+    """The floor, FLOOR_PASSES times: on this kind of shared machine one
+    pass read anywhere from 11,000 to 23,000 docs/s within an hour (the
+    host's other guests take the CPU), so the best pass is the floor (the
+    ratio to it is the stricter for it) and every pass is recorded."""
+    passes = [floor_pass(m, cdir, i + 1) for i in range(FLOOR_PASSES)]
+    best = max(passes, key=lambda p: p["per_second"])
+    out = dict(best)
+    out["passes_per_second"] = [p["per_second"] for p in passes]
+    return out
+
+
+def floor_pass(m, cdir, k):
     """xmllint --noout --schema, one process per application type with all
-    of its files; returns seconds and the documents that validated."""
+    of its files; returns seconds, CPU seconds of xmllint and the documents
+    that validated."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     by_type = {}
     for e in m["files"]:
         by_type.setdefault(e["type"], []).append(e["name"])
@@ -329,10 +347,14 @@ def step_floor(m, cdir):
             failed += err.count(" fails to validate\n")
         per_type[typ] = {"documents": len(names), "seconds": round(secs, 3)}
         total += secs
-        log(f"floor: {typ}: {len(names):,} documents in {secs:.2f} s")
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     n = len(m["files"])
+    log(f"floor: pass {k}: {n:,} documents in {total:.2f} s ({n / total:,.0f}/s,"
+        f" xmllint CPU {cpu:.2f} s)")
     return {"seconds": round(total, 3), "per_second": round(n / total, 1),
-            "validated": valid, "invalid": failed, "by_type": per_type}
+            "cpu_seconds": round(cpu, 3), "validated": valid, "invalid": failed,
+            "by_type": per_type}
 
 
 def step_backlog(m, cdir, work, args):
@@ -625,7 +647,11 @@ def table(r):
     rows = [("metric", "value", "target")]
     fl, bl, rt, it = r.get("floor"), r.get("backlog"), r.get("rate"), r.get("intake")
     if fl:
-        rows.append(("floor: xmllint --schema, docs/s", fmt(fl["per_second"]), ""))
+        rows.append((f"floor: xmllint --schema, docs/s (best of {len(fl.get('passes_per_second', [1]))})",
+                     fmt(fl["per_second"]), ""))
+        if len(fl.get("passes_per_second", [])) > 1:
+            rows.append(("  floor passes, docs/s",
+                         " / ".join(fmt(v) for v in fl["passes_per_second"]), ""))
     if bl:
         rows.append(("backlog --once, docs/s (queue timestamps)", fmt(bl["per_second"]),
                      f">= {TARGETS['backlog_per_second']:,}"))
