@@ -237,7 +237,6 @@ enum {
     Q_ADD_EVENT,
     Q_FIND_REF,
     Q_PAYLOAD,
-    Q_SET_MATCH_JOB,
     Q_SET_MATCH_SUB,
     Q_STATE_OF,
     Q_SET_STATE,
@@ -248,7 +247,6 @@ enum {
     Q_LOAD_ANOM,
     Q_DUP_FIND,
     Q_DUP_ADD,
-    Q_SET_DELIVERY,
     Q_DLV_ADD,
     Q_DLV_LOAD,
     Q_DLV_SET,
@@ -272,7 +270,6 @@ static const char *const sql_text[Q_COUNT] = {
                    " WHERE s.source = ? AND s.source_ref = ? ORDER BY j.id LIMIT 1",
     [Q_PAYLOAD] = "SELECT s.payload, s.uid FROM jobs j JOIN submissions s"
                   " ON s.id = j.submission_id WHERE j.id = ?",
-    [Q_SET_MATCH_JOB] = "UPDATE jobs SET job = ?, job_version = ? WHERE id = ?",
     [Q_SET_MATCH_SUB] = "UPDATE submissions SET root_ns = ?, root_name = ?"
                         " WHERE id = (SELECT submission_id FROM jobs WHERE id = ?)",
     [Q_STATE_OF] = "SELECT state FROM jobs WHERE id = ?",
@@ -292,8 +289,6 @@ static const char *const sql_text[Q_COUNT] = {
                    " (SELECT submission_id FROM jobs WHERE id = ?3)"
                    " ORDER BY d.at_ms DESC LIMIT 1",
     [Q_DUP_ADD] = "INSERT INTO dupkeys(key, job_id, at_ms) VALUES (?,?,?)",
-    [Q_SET_DELIVERY] = "UPDATE jobs SET attempts = ?, next_attempt_at = ?, last_error = ?,"
-                       " target_id = COALESCE(?, target_id) WHERE id = ?",
     [Q_DLV_ADD] = "INSERT OR IGNORE INTO deliveries(job_id, name, plugin, state,"
                   " idempotency_key, updated_at) VALUES (?,?,?,'pending',?,?)",
     [Q_DLV_LOAD] = "SELECT id, name, state, attempts, idempotency_key FROM deliveries"
@@ -879,27 +874,6 @@ int rk_store_load_payload(rk_store *s, int64_t job_id, size_t max, char **data,
     return rc;
 }
 
-int rk_store_set_match(rk_store *s, int64_t job_id, const char *job, long version,
-                       const char *root_ns, const char *root_name)
-{
-    sqlite3_stmt *st = stmt(s, Q_SET_MATCH_JOB);
-    if (!st)
-        return RK_E_DB;
-    bind_text(st, 1, job);
-    if (job)
-        sqlite3_bind_int64(st, 2, version);
-    sqlite3_bind_int64(st, 3, job_id);
-    int rc = step_done(s, st);
-    if (rc)
-        return rc;
-    st = stmt(s, Q_SET_MATCH_SUB);
-    if (!st)
-        return RK_E_DB;
-    bind_text(st, 1, root_ns);
-    bind_text(st, 2, root_name);
-    sqlite3_bind_int64(st, 3, job_id);
-    return step_done(s, st);
-}
 
 /* The job's state into cur: 0, RK_E_NOTFOUND or RK_E_DB. */
 static int state_of(rk_store *s, int64_t job_id, char *cur, size_t n)
@@ -1348,22 +1322,6 @@ int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days
     return step_done(s, st);
 }
 
-int rk_store_set_delivery(rk_store *s, int64_t job_id, int attempts, int64_t next_attempt_ms,
-                          const char *last_error, const char *target_id)
-{
-    sqlite3_stmt *st = stmt(s, Q_SET_DELIVERY);
-    if (!st)
-        return RK_E_DB;
-    sqlite3_bind_int(st, 1, attempts);
-    if (next_attempt_ms > 0)
-        sqlite3_bind_int64(st, 2, next_attempt_ms);
-    else
-        sqlite3_bind_null(st, 2);
-    bind_text(st, 3, last_error);
-    bind_text(st, 4, target_id && *target_id ? target_id : NULL);
-    sqlite3_bind_int64(st, 5, job_id);
-    return step_done(s, st);
-}
 
 int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const char *plugin,
                           const char *key, rk_delivery *out)
@@ -1727,15 +1685,6 @@ int rk_store_job_info(rk_store *s, int64_t job_id, rk_job_info *out)
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? RK_E_NOTFOUND : RK_E_DB;
 }
 
-int rk_store_set_job_meta(rk_store *s, int64_t job_id, const char *reference,
-                          int64_t deadline_ms)
-{
-    /* the deadline runs from receipt, also for a job processed later */
-    return run(s, "UPDATE jobs SET reference = ?1, deadline_at = CASE WHEN ?2 > 0 THEN"
-                  " (SELECT CAST(strftime('%s', received_at) AS INTEGER) * 1000 FROM"
-                  " submissions WHERE id = jobs.submission_id) + ?2 END WHERE id = ?3",
-               "tii", reference, deadline_ms, job_id);
-}
 
 int rk_store_note(rk_store *s, int64_t job_id, const char *actor, const char *reason)
 {

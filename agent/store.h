@@ -94,10 +94,6 @@ int rk_store_find_source_ref(rk_store *s, const char *source, const char *source
 int rk_store_load_payload(rk_store *s, int64_t job_id, size_t max,
                           char **data, size_t *len, char **uid);
 
-/* Records which job took the submission. */
-int rk_store_set_match(rk_store *s, int64_t job_id, const char *job, long version,
-                       const char *root_ns, const char *root_name);
-
 /*
  * Moves a job along several states in one write of its row: path[0] is
  * the state it must be in (else RK_E_STATE), path[1..steps] the states it
@@ -119,7 +115,8 @@ typedef struct rk_advance {
     int meta; /* reference, deadline_at (deadline_ms after receipt; 0: none) */
     const char *reference;
     int64_t deadline_ms;
-    int delivery; /* as rk_store_set_delivery */
+    int delivery; /* attempts, next_attempt_at (0: none), last_error, target_id (NULL or
+                   * "": the one before stays) */
     int attempts;
     int64_t next_attempt_ms;
     const char *last_error, *target_id;
@@ -150,11 +147,6 @@ int rk_store_load_result(rk_store *s, int64_t job_id, rk_result *r);
  * other job (not rejected) with the same key within `days`, or 0. */
 int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days,
                        int64_t now_ms, int64_t *other);
-
-/* Delivery bookkeeping. */
-int rk_store_set_delivery(rk_store *s, int64_t job_id, int attempts,
-                          int64_t next_attempt_ms, const char *last_error,
-                          const char *target_id);
 
 /* One delivery of a job to one of its connectors.  States: pending (not
  * yet in the target), delivered, refused (PERMANENT), failed (attempts
@@ -227,10 +219,6 @@ typedef struct rk_job_info {
     int attempts;
 } rk_job_info;
 int rk_store_job_info(rk_store *s, int64_t job_id, rk_job_info *out);
-/* Reference number of a job and its deadline (deadline_ms after receipt;
- * 0 = none), set when it is mapped. */
-int rk_store_set_job_meta(rk_store *s, int64_t job_id, const char *reference,
-                          int64_t deadline_ms);
 /* An event that changes no state (from = to = the current state). */
 int rk_store_note(rk_store *s, int64_t job_id, const char *actor, const char *reason);
 /* Sets a mapped value of a job in review, recording old and new in

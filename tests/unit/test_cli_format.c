@@ -306,8 +306,15 @@ static void make_store(const char *path)
     int64_t j2 = add_sub(s, "b.xml");
     int64_t j3 = add_sub(s, "c.xml");
     assert_int_equal(j1, 1);
-    assert_int_equal(rk_store_set_match(s, j2, "fischereischein", 3, "urn:x", "Antrag"), 0);
-    assert_int_equal(rk_store_transition(s, j2, "received", "validated", "engine", NULL), 0);
+    assert_int_equal(rk_store_advance(s, j2, &(rk_advance){.actor = "engine",
+                                                           .path = {"received", "validated"},
+                                                           .steps = 1,
+                                                           .match = 1,
+                                                           .job = "fischereischein",
+                                                           .job_version = 3,
+                                                           .root_ns = "urn:x",
+                                                           .root_name = "Antrag"}),
+                     0);
     assert_int_equal(rk_store_transition(s, j2, "validated", "mapped", "engine", NULL), 0);
     rk_result r;
     rk_result_init(&r);
@@ -325,8 +332,15 @@ static void make_store(const char *path)
     assert_int_equal(rk_store_save_result(s, j2, &r), 0);
     rk_result_free(&r);
     assert_int_equal(rk_store_transition(s, j2, "mapped", "review", "engine", "1 Auffälligkeit"), 0);
-    assert_int_equal(rk_store_set_match(s, j3, "fischereischein", 3, "urn:x", "Antrag"), 0);
-    assert_int_equal(rk_store_transition(s, j3, NULL, "delivered", "connector:sqlite", NULL), 0);
+    assert_int_equal(rk_store_advance(s, j3, &(rk_advance){.actor = "connector:sqlite",
+                                                           .path = {"received", "delivered"},
+                                                           .steps = 1,
+                                                           .match = 1,
+                                                           .job = "fischereischein",
+                                                           .job_version = 3,
+                                                           .root_ns = "urn:x",
+                                                           .root_name = "Antrag"}),
+                     0);
     rk_store_close(s);
 }
 
@@ -790,8 +804,15 @@ static void make_review_store(const char *path)
         snprintf(ref, sizeof ref, "m%d.xml", k);
         int64_t id = add_sub(s, ref);
         assert_int_equal(id, k);
-        assert_int_equal(rk_store_set_match(s, id, "mini", 2, "urn:test:mini:1", "Antrag"), 0);
-        assert_int_equal(rk_store_transition(s, id, "received", "validated", "rekeyd", NULL), 0);
+        assert_int_equal(rk_store_advance(s, id, &(rk_advance){.actor = "rekeyd",
+                                                               .path = {"received", "validated"},
+                                                               .steps = 1,
+                                                               .match = 1,
+                                                               .job = "mini",
+                                                               .job_version = 2,
+                                                               .root_ns = "urn:test:mini:1",
+                                                               .root_name = "Antrag"}),
+                         0);
         assert_int_equal(rk_store_transition(s, id, "validated", "mapped", "rekeyd", NULL), 0);
         rk_result r;
         rk_result_init(&r);
@@ -810,10 +831,14 @@ static void make_review_store(const char *path)
                                   "Antragsteller ist jünger als 14 Jahre");
         assert_int_equal(rk_store_save_result(s, id, &r), 0);
         rk_result_free(&r);
-        if (k == 1)
-            assert_int_equal(rk_store_set_job_meta(s, id, "A-1", 86400000), 0);
-        assert_int_equal(rk_store_transition(s, id, "mapped", k < 3 ? "review" : "ready",
-                                             "rekeyd", NULL),
+        /* the first with a reference and a deadline of one day */
+        assert_int_equal(rk_store_advance(s, id, &(rk_advance){.actor = "rekeyd",
+                                                               .path = {"mapped", k < 3 ? "review"
+                                                                                        : "ready"},
+                                                               .steps = 1,
+                                                               .meta = k == 1,
+                                                               .reference = "A-1",
+                                                               .deadline_ms = 86400000}),
                          0);
         if (k == 3) {
             assert_int_equal(rk_store_transition(s, id, "ready", "delivering", "rekeyd", NULL), 0);

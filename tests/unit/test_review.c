@@ -104,14 +104,23 @@ static int64_t make_job(fx *f, const char *sample)
         rk_map_apply(job, doc, &r);
         rk_rules_check(job, &r, TODAY);
     }
-    /* ns and local point into doc: record them before it is freed */
-    assert_int_equal(rk_store_set_match(f->store, id, job->name, job->version, ns, local), 0);
+    /* the match with the first step, as the engine writes it; ns and
+     * local point into doc: recorded before it is freed */
+    assert_int_equal(rk_store_advance(f->store, id,
+                                      &(rk_advance){.actor = schema ? "test" : "t",
+                                                    .path = {"received",
+                                                             schema ? "review" : "validated"},
+                                                    .reason = {schema ? "S" : NULL},
+                                                    .steps = 1,
+                                                    .match = 1,
+                                                    .job = job->name,
+                                                    .job_version = job->version,
+                                                    .root_ns = ns,
+                                                    .root_name = local}),
+                     0);
     xmlFreeDoc(doc);
     assert_int_equal(rk_store_save_result(f->store, id, &r), 0);
-    if (schema) {
-        assert_int_equal(rk_store_transition(f->store, id, "received", "review", "test", "S"), 0);
-    } else {
-        assert_int_equal(rk_store_transition(f->store, id, "received", "validated", "t", NULL), 0);
+    if (!schema) {
         assert_int_equal(rk_store_transition(f->store, id, "validated", "mapped", "t", NULL), 0);
         assert_int_equal(rk_store_transition(f->store, id, "mapped",
                                              rk_result_blocked(&r) ? "review" : "ready", "t",

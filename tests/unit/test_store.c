@@ -148,6 +148,18 @@ static int64_t count_where(fixture *f, const char *table, const char *where)
     return q_int(f, sql);
 }
 
+/* The matched job of a test job, written directly: the tests of queries
+ * need jobs of several kinds in any state (the daemon writes these
+ * columns with a transition, rk_store_advance). */
+static void set_job(fixture *f, int64_t id, const char *job, long version)
+{
+    char sql[256], msg[256];
+    snprintf(sql, sizeof sql, "UPDATE jobs SET job = '%s', job_version = %ld WHERE id = %lld",
+             job, version, (long long)id);
+    if (side_exec(f, sql, msg, sizeof msg) != SQLITE_OK)
+        fail_msg("set_job: %s", msg);
+}
+
 /* Stores doc as a new submission taken from "dir:/in" at received_ms. */
 static int64_t add_doc(fixture *f, const char *ref, const char *doc, int64_t received_ms)
 {
@@ -544,11 +556,18 @@ static void test_payload_round_trip_and_purge(void **state)
     assert_null(uid);
 }
 
-static void test_set_match(void **state)
+static void test_advance_match(void **state)
 {
     fixture *f = *state;
     int64_t id = add(f);
-    assert_int_equal(rk_store_set_match(f->s, id, "fischereischein", 3, "urn:a:1", "Antrag"),
+    assert_int_equal(rk_store_advance(f->s, id, &(rk_advance){.actor = "t",
+                                                              .path = {"received", "validated"},
+                                                              .steps = 1,
+                                                              .match = 1,
+                                                              .job = "fischereischein",
+                                                              .job_version = 3,
+                                                              .root_ns = "urn:a:1",
+                                                              .root_name = "Antrag"}),
                      0);
     assert_string_equal(q_text(f, "SELECT job || '|' || job_version FROM jobs"),
                         "fischereischein|3");
@@ -969,26 +988,41 @@ static void test_dup_check_ignores_rejected(void **state)
 
 /* ---- delivery bookkeeping and pending jobs ------------------------------------ */
 
-static void test_set_delivery(void **state)
+/* The end of a delivery round: state and delivery columns in one write. */
+static int end_round(fixture *f, int64_t id, const char *from, const char *to, int attempts,
+                     int64_t next_ms, const char *error, const char *target)
+{
+    return rk_store_advance(f->s, id, &(rk_advance){.actor = "t",
+                                                     .path = {from, to},
+                                                     .steps = 1,
+                                                     .delivery = 1,
+                                                     .attempts = attempts,
+                                                     .next_attempt_ms = next_ms,
+                                                     .last_error = error,
+                                                     .target_id = target});
+}
+
+static void test_advance_delivery(void **state)
 {
     fixture *f = *state;
     int64_t id = add(f);
-    assert_int_equal(rk_store_set_delivery(f->s, id, 1, T0 + 5000, "connection refused",
-                                           "row-17"),
+    assert_int_equal(end_round(f, id, "received", "retry_wait", 1, T0 + 5000,
+                               "connection refused", "row-17"),
                      0);
-    assert_string_equal(q_text(f, "SELECT attempts || '|' || next_attempt_at || '|' ||"
-                                  " last_error || '|' || target_id FROM jobs"),
-                        "1|1767225605000|connection refused|row-17");
+    assert_string_equal(q_text(f, "SELECT state || '|' || attempts || '|' || next_attempt_at"
+                                  " || '|' || last_error || '|' || target_id FROM jobs"),
+                        "retry_wait|1|1767225605000|connection refused|row-17");
     /* NULL or empty target keeps the earlier one; 0 clears the time */
-    assert_int_equal(rk_store_set_delivery(f->s, id, 2, 0, NULL, NULL), 0);
+    assert_int_equal(end_round(f, id, "retry_wait", "delivering", 2, 0, NULL, NULL), 0);
     assert_string_equal(q_text(f, "SELECT attempts || '|' || COALESCE(next_attempt_at, 'N')"
                                   " || '|' || COALESCE(last_error, 'N') || '|' || target_id"
                                   " FROM jobs"),
                         "2|N|N|row-17");
-    assert_int_equal(rk_store_set_delivery(f->s, id, 3, 0, NULL, ""), 0);
+    assert_int_equal(end_round(f, id, "delivering", "retry_wait", 3, 0, NULL, ""), 0);
     assert_string_equal(q_text(f, "SELECT target_id FROM jobs"), "row-17");
-    assert_int_equal(rk_store_set_delivery(f->s, id, 3, 0, NULL, "row-18"), 0);
-    assert_string_equal(q_text(f, "SELECT target_id FROM jobs"), "row-18");
+    assert_int_equal(end_round(f, id, "retry_wait", "delivered", 3, 0, NULL, "row-18"), 0);
+    assert_string_equal(q_text(f, "SELECT state || '|' || target_id FROM jobs"),
+                        "delivered|row-18");
 }
 
 typedef struct seen {
@@ -1015,11 +1049,12 @@ static void test_pending(void **state)
     /* 0, 3: ready; 1, 4: retry_wait; 2: delivered; 5: received */
     assert_int_equal(rk_store_transition(f->s, id[0], NULL, RK_ST_READY, "t", NULL), 0);
     assert_int_equal(rk_store_transition(f->s, id[3], NULL, RK_ST_READY, "t", NULL), 0);
-    assert_int_equal(rk_store_transition(f->s, id[1], NULL, RK_ST_RETRY_WAIT, "t", NULL), 0);
+    assert_int_equal(end_round(f, id[1], RK_ST_RECEIVED, RK_ST_RETRY_WAIT, 2, T0 + 777,
+                               "timeout", NULL),
+                     0);
+    set_job(f, id[1], "fischereischein", 1);
     assert_int_equal(rk_store_transition(f->s, id[4], NULL, RK_ST_RETRY_WAIT, "t", NULL), 0);
     assert_int_equal(rk_store_transition(f->s, id[2], NULL, RK_ST_DELIVERED, "t", NULL), 0);
-    assert_int_equal(rk_store_set_match(f->s, id[1], "fischereischein", 1, "urn:a", "A"), 0);
-    assert_int_equal(rk_store_set_delivery(f->s, id[1], 2, T0 + 777, "timeout", NULL), 0);
 
     const char *const want[] = {RK_ST_READY, RK_ST_RETRY_WAIT, NULL};
     seen s = {0};
@@ -1079,9 +1114,9 @@ static void test_status_json_counts(void **state)
     fixture *f = *state;
     int64_t a = add(f), b = add(f), c = add(f), d = add(f);
     (void)d;
-    assert_int_equal(rk_store_set_match(f->s, a, "fisch", 1, "urn:f", "A"), 0);
-    assert_int_equal(rk_store_set_match(f->s, b, "fisch", 1, "urn:f", "A"), 0);
-    assert_int_equal(rk_store_set_match(f->s, c, "park", 1, "urn:p", "A"), 0);
+    set_job(f, a, "fisch", 1);
+    set_job(f, b, "fisch", 1);
+    set_job(f, c, "park", 1);
     assert_int_equal(rk_store_transition(f->s, b, NULL, RK_ST_DELIVERED, "t", NULL), 0);
     assert_int_equal(rk_store_transition(f->s, c, NULL, RK_ST_REVIEW, "t", NULL), 0);
     json_t *o = rk_store_status_json(f->s);
@@ -1112,9 +1147,7 @@ static void test_list_json(void **state)
     for (int i = 0; i < 5; i++)
         id[i] = add(f);
     for (int i = 0; i < 5; i++)
-        assert_int_equal(rk_store_set_match(f->s, id[i], i < 3 ? "fisch" : "park", 1, "u",
-                                            "A"),
-                         0);
+        set_job(f, id[i], i < 3 ? "fisch" : "park", 1);
     assert_int_equal(rk_store_transition(f->s, id[1], NULL, RK_ST_REVIEW, "t", NULL), 0);
     assert_int_equal(rk_store_transition(f->s, id[4], NULL, RK_ST_REVIEW, "t", NULL), 0);
     assert_int_equal(rk_store_add_anomaly(f->s, id[1], "A1", "x", RK_SEV_BLOCK, "m"), 0);
@@ -1170,9 +1203,20 @@ static void test_show_json(void **state)
     assert_null(rk_store_show_json(f->s, 1));
     int64_t id = add_doc(f, "show.xml", "<Antrag/>", T0);
     assert_null(rk_store_show_json(f->s, id + 1));
-    assert_int_equal(rk_store_set_match(f->s, id, "fisch", 2, "urn:f", "Antrag"), 0);
-    assert_int_equal(rk_store_transition(f->s, id, RK_ST_RECEIVED, RK_ST_REVIEW, "engine",
-                                         "blockiert"),
+    assert_int_equal(rk_store_advance(f->s, id, &(rk_advance){.actor = "engine",
+                                                              .path = {RK_ST_RECEIVED,
+                                                                       RK_ST_REVIEW},
+                                                              .reason = {"blockiert"},
+                                                              .steps = 1,
+                                                              .match = 1,
+                                                              .job = "fisch",
+                                                              .job_version = 2,
+                                                              .root_ns = "urn:f",
+                                                              .root_name = "Antrag",
+                                                              .delivery = 1,
+                                                              .attempts = 1,
+                                                              .last_error = "oops",
+                                                              .target_id = "T-1"}),
                      0);
     rk_result r;
     rk_result_init(&r);
@@ -1182,7 +1226,6 @@ static void test_show_json(void **state)
     rk_result_add_anomaly(&r, "PFLICHTFELD", "vorname", RK_SEV_BLOCK, "Vorname fehlt");
     assert_int_equal(rk_store_save_result(f->s, id, &r), 0);
     rk_result_free(&r);
-    assert_int_equal(rk_store_set_delivery(f->s, id, 1, 0, "oops", "T-1"), 0);
 
     json_t *o = rk_store_show_json(f->s, id);
     assert_non_null(o);
@@ -1391,7 +1434,7 @@ int main(void)
         T(test_add_submission_duplicate_uid),
         T(test_savepoint_item_all_or_nothing),
         T(test_payload_round_trip_and_purge),
-        T(test_set_match),
+        T(test_advance_match),
         T(test_transition),
         T(test_transition_wrong_from),
         T(test_advance),
@@ -1406,7 +1449,7 @@ int main(void)
         T(test_load_result_round_trip),
         T(test_dup_check_window),
         T(test_dup_check_ignores_rejected),
-        T(test_set_delivery),
+        T(test_advance_delivery),
         T(test_pending),
         T(test_status_json_empty),
         T(test_status_json_counts),
