@@ -297,6 +297,22 @@ static int64_t add_sub(rk_store *s, const char *ref)
 
 /* A store with job 1 received, job 2 in review with one anomaly and two
  * fields, job 3 delivered. */
+/* A received job matched to job (root element Antrag in ns) by its first
+ * step, to `to`, as the engine writes it. */
+static void matched(rk_store *s, int64_t id, const char *actor, const char *to, const char *job,
+                    long version, const char *ns)
+{
+    assert_int_equal(rk_store_advance(s, id, &(rk_advance){.actor = actor,
+                                                           .path = {"received", to},
+                                                           .steps = 1,
+                                                           .match = 1,
+                                                           .job = job,
+                                                           .job_version = version,
+                                                           .root_ns = ns,
+                                                           .root_name = "Antrag"}),
+                     0);
+}
+
 static void make_store(const char *path)
 {
     rk_store *s;
@@ -306,15 +322,7 @@ static void make_store(const char *path)
     int64_t j2 = add_sub(s, "b.xml");
     int64_t j3 = add_sub(s, "c.xml");
     assert_int_equal(j1, 1);
-    assert_int_equal(rk_store_advance(s, j2, &(rk_advance){.actor = "engine",
-                                                           .path = {"received", "validated"},
-                                                           .steps = 1,
-                                                           .match = 1,
-                                                           .job = "fischereischein",
-                                                           .job_version = 3,
-                                                           .root_ns = "urn:x",
-                                                           .root_name = "Antrag"}),
-                     0);
+    matched(s, j2, "engine", "validated", "fischereischein", 3, "urn:x");
     assert_int_equal(rk_store_transition(s, j2, "validated", "mapped", "engine", NULL), 0);
     rk_result r;
     rk_result_init(&r);
@@ -332,15 +340,7 @@ static void make_store(const char *path)
     assert_int_equal(rk_store_save_result(s, j2, &r), 0);
     rk_result_free(&r);
     assert_int_equal(rk_store_transition(s, j2, "mapped", "review", "engine", "1 Auffälligkeit"), 0);
-    assert_int_equal(rk_store_advance(s, j3, &(rk_advance){.actor = "connector:sqlite",
-                                                           .path = {"received", "delivered"},
-                                                           .steps = 1,
-                                                           .match = 1,
-                                                           .job = "fischereischein",
-                                                           .job_version = 3,
-                                                           .root_ns = "urn:x",
-                                                           .root_name = "Antrag"}),
-                     0);
+    matched(s, j3, "connector:sqlite", "delivered", "fischereischein", 3, "urn:x");
     rk_store_close(s);
 }
 
@@ -804,15 +804,7 @@ static void make_review_store(const char *path)
         snprintf(ref, sizeof ref, "m%d.xml", k);
         int64_t id = add_sub(s, ref);
         assert_int_equal(id, k);
-        assert_int_equal(rk_store_advance(s, id, &(rk_advance){.actor = "rekeyd",
-                                                               .path = {"received", "validated"},
-                                                               .steps = 1,
-                                                               .match = 1,
-                                                               .job = "mini",
-                                                               .job_version = 2,
-                                                               .root_ns = "urn:test:mini:1",
-                                                               .root_name = "Antrag"}),
-                         0);
+        matched(s, id, "rekeyd", "validated", "mini", 2, "urn:test:mini:1");
         assert_int_equal(rk_store_transition(s, id, "validated", "mapped", "rekeyd", NULL), 0);
         rk_result r;
         rk_result_init(&r);
