@@ -251,6 +251,8 @@ enum {
     Q_DLV_LOAD,
     Q_DLV_SET,
     Q_DLV_PUT,
+    Q_FIELDS_JSON,
+    Q_FIELDSET_JSON,
     Q_SAVEPOINT,
     Q_RELEASE,
     Q_ROLLBACK_TO,
@@ -301,6 +303,10 @@ static const char *const sql_text[Q_COUNT] = {
                   " attempts = excluded.attempts, last_error = excluded.last_error,"
                   " target_id = COALESCE(excluded.target_id, target_id),"
                   " updated_at = excluded.updated_at",
+    /* results of more than JSON_ARGS_MAX fields: the JSON made by jansson */
+    [Q_FIELDS_JSON] = "INSERT INTO job_fields(job_id, fieldset, data) VALUES (?, ?, ?)",
+    [Q_FIELDSET_JSON] = "INSERT INTO fieldsets(names) VALUES (?)"
+                        " ON CONFLICT(names) DO UPDATE SET names = excluded.names RETURNING id",
     [Q_SAVEPOINT] = "SAVEPOINT item",
     [Q_RELEASE] = "RELEASE item",
     [Q_ROLLBACK_TO] = "ROLLBACK TO item",
@@ -331,7 +337,11 @@ typedef struct fieldset {
 } fieldset;
 
 #define FIELDSETS_CACHED 16    /* job versions in use at once, about */
-#define FIELD_STMTS_CACHED 128 /* results of up to this many fields */
+/* Up to this many fields SQLite builds a result's JSON from the bound
+ * values (json_array, one statement per number of fields, kept); its SQL
+ * functions take at most 127 arguments, so a larger result's JSON is
+ * built with jansson and bound as one text. */
+#define JSON_ARGS_MAX 100
 
 struct rk_store {
     sqlite3 *db;
@@ -340,7 +350,7 @@ struct rk_store {
     checkpointer *ckpt; /* NULL: SQLite's own automatic checkpoints */
     sqlite3_stmt *adv[8]; /* rk_store_advance's UPDATE, by its column flags */
     /* job_fields INSERTs by number of fields, and the field sets known */
-    sqlite3_stmt *fields_ins[FIELD_STMTS_CACHED];
+    sqlite3_stmt *fields_ins[JSON_ARGS_MAX + 1];
     fieldset sets[FIELDSETS_CACHED];
     size_t sets_next;
 };
@@ -670,7 +680,7 @@ void rk_store_close(rk_store *s)
         sqlite3_finalize(s->st[i]);
     for (int i = 0; i < 8; i++)
         sqlite3_finalize(s->adv[i]);
-    for (int i = 0; i < FIELD_STMTS_CACHED; i++)
+    for (int i = 0; i <= JSON_ARGS_MAX; i++)
         sqlite3_finalize(s->fields_ins[i]);
     fieldsets_forget(s);
     sqlite3_close(s->db);
@@ -1091,6 +1101,34 @@ static sqlite3_stmt *prepare_once(rk_store *s, const char *sql)
     return st;
 }
 
+static json_t *json_text_or_null(const char *v)
+{
+    /* bytes as they are, like SQLite's json_array of a bound text */
+    return v ? json_stringn_nocheck(v, strlen(v)) : json_null();
+}
+
+/* r's field set ([[name, xpath], ...]) or values ([[value, source, node],
+ * ...]) as JSON text, for results too large for json_array; NULL when out
+ * of memory.  The caller frees. */
+static char *fields_json(const rk_result *r, int names)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < r->n_fields; i++) {
+        const rk_mapped_field *f = &r->fields[i];
+        json_t *e = names ? json_pack("[oo]", json_text_or_null(f->name),
+                                      json_text_or_null(f->xpath))
+                          : json_pack("[ooo]", json_text_or_null(f->value),
+                                      json_text_or_null(f->source), json_text_or_null(f->node));
+        if (!e || json_array_append_new(a, e) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    char *out = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    return out;
+}
+
 /* The id of r's field set (its names and XPaths), written when new. */
 static int fieldset_id(rk_store *s, const rk_result *r, int64_t *id)
 {
@@ -1109,16 +1147,30 @@ static int fieldset_id(rk_store *s, const rk_result *r, int64_t *id)
     }
     /* the UPDATE of a conflict changes nothing but lets RETURNING name the
      * row another connection wrote first */
-    char *sql = repeat_sql("INSERT INTO fieldsets(names) VALUES (json_array(", "json_array(?,?)",
-                           r->n_fields, ")) ON CONFLICT(names) DO UPDATE SET names = excluded.names"
-                                        " RETURNING id");
-    sqlite3_stmt *st = prepare_once(s, sql);
-    free(sql);
-    if (!st)
-        return RK_E_DB;
-    for (size_t i = 0; i < r->n_fields; i++) {
-        bind_text(st, (int)(2 * i + 1), r->fields[i].name);
-        bind_text(st, (int)(2 * i + 2), r->fields[i].xpath);
+    int big = r->n_fields > JSON_ARGS_MAX;
+    sqlite3_stmt *st;
+    char *json = NULL;
+    if (big) {
+        if (!(json = fields_json(r, 1)))
+            return -ENOMEM;
+        if (!(st = stmt(s, Q_FIELDSET_JSON))) {
+            free(json);
+            return RK_E_DB;
+        }
+        sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+    } else {
+        char *sql = repeat_sql("INSERT INTO fieldsets(names) VALUES (json_array(",
+                               "json_array(?,?)", r->n_fields,
+                               ")) ON CONFLICT(names) DO UPDATE SET names = excluded.names"
+                               " RETURNING id");
+        st = prepare_once(s, sql);
+        free(sql);
+        if (!st)
+            return RK_E_DB;
+        for (size_t i = 0; i < r->n_fields; i++) {
+            bind_text(st, (int)(2 * i + 1), r->fields[i].name);
+            bind_text(st, (int)(2 * i + 2), r->fields[i].xpath);
+        }
     }
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
@@ -1126,7 +1178,11 @@ static int fieldset_id(rk_store *s, const rk_result *r, int64_t *id)
     rc = rc == SQLITE_ROW && sqlite3_step(st) == SQLITE_DONE ? 0 : RK_E_DB;
     if (rc)
         rk_error("store", "writing a field set failed: %s", sqlite3_errmsg(s->db));
-    sqlite3_finalize(st);
+    if (big)
+        sqlite3_reset(st);
+    else
+        sqlite3_finalize(st);
+    free(json);
     if (rc)
         return rc;
     fieldset *f = &s->sets[s->sets_next];
@@ -1151,8 +1207,9 @@ static int fieldset_id(rk_store *s, const rk_result *r, int64_t *id)
     return 0;
 }
 
-/* Writes the job's row of r's fields: the JSON is built by SQLite from
- * the bound values (one statement per number of fields, kept). */
+/* Writes the job's row of r's fields: the JSON built by SQLite from the
+ * bound values (one statement per number of fields, kept), or by jansson
+ * for more than JSON_ARGS_MAX fields. */
 static int write_fields(rk_store *s, int64_t job_id, const rk_result *r)
 {
     int64_t set;
@@ -1160,7 +1217,19 @@ static int write_fields(rk_store *s, int64_t job_id, const rk_result *r)
     if (rc)
         return rc;
     size_t n = r->n_fields;
-    sqlite3_stmt *st = n < FIELD_STMTS_CACHED ? s->fields_ins[n] : NULL;
+    if (n > JSON_ARGS_MAX) {
+        char *json = fields_json(r, 0);
+        sqlite3_stmt *st = json ? stmt(s, Q_FIELDS_JSON) : NULL;
+        if (st) {
+            sqlite3_bind_int64(st, 1, job_id);
+            sqlite3_bind_int64(st, 2, set);
+            sqlite3_bind_text(st, 3, json, -1, SQLITE_STATIC);
+            rc = step_done(s, st);
+        }
+        free(json);
+        return !json ? -ENOMEM : !st ? RK_E_DB : rc;
+    }
+    sqlite3_stmt *st = s->fields_ins[n];
     if (st) {
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
@@ -1168,21 +1237,14 @@ static int write_fields(rk_store *s, int64_t job_id, const rk_result *r)
         char *sql = repeat_sql("INSERT INTO job_fields(job_id, fieldset, data)"
                                " VALUES (?, ?, json_array(",
                                "json_array(?,?,?)", n, "))");
-        if (n < FIELD_STMTS_CACHED) {
-            if (!sql || sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                           &s->fields_ins[n], NULL) != SQLITE_OK) {
-                rk_error("store", "prepare failed: %s",
-                         sql ? sqlite3_errmsg(s->db) : "out of memory");
-                free(sql);
-                return RK_E_DB;
-            }
-            st = s->fields_ins[n];
-        } else {
-            st = prepare_once(s, sql);
+        if (!sql || sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                       &s->fields_ins[n], NULL) != SQLITE_OK) {
+            rk_error("store", "prepare failed: %s", sql ? sqlite3_errmsg(s->db) : "out of memory");
+            free(sql);
+            return RK_E_DB;
         }
         free(sql);
-        if (!st)
-            return RK_E_DB;
+        st = s->fields_ins[n];
     }
     sqlite3_bind_int64(st, 1, job_id);
     sqlite3_bind_int64(st, 2, set);
@@ -1197,10 +1259,7 @@ static int write_fields(rk_store *s, int64_t job_id, const rk_result *r)
         if (f->node)
             sqlite3_bind_text(st, k + 2, f->node, -1, SQLITE_STATIC);
     }
-    rc = step_done(s, st);
-    if (n >= FIELD_STMTS_CACHED)
-        sqlite3_finalize(st);
-    return rc;
+    return step_done(s, st);
 }
 
 /* Writes r's fields (replacing the job's old ones when replace) and, when

@@ -892,6 +892,45 @@ static void test_delivery_rows(void **state)
     assert_int_equal(rk_store_delivery_new(b, "x", "y", longkey, &n), RK_E_LIMIT);
 }
 
+/* A job of many fields (more than SQLite's functions take arguments):
+ * its fields are stored and read back like any other's, in order, and a
+ * second job shares the field set. */
+static void test_many_fields(void **state)
+{
+    fixture *f = *state;
+    enum { N = 300 };
+    int64_t a = add(f), b = add(f);
+    rk_result r;
+    rk_result_init(&r);
+    r.fields = calloc(N, sizeof *r.fields);
+    r.n_fields = N;
+    for (int i = 0; i < N; i++) {
+        char name[32], value[32], xpath[32];
+        snprintf(name, sizeof name, "feld_%03d", i);
+        snprintf(value, sizeof value, "Wert \"%d\" ä", i);
+        snprintf(xpath, sizeof xpath, "a:F%03d", i);
+        set_field(&r.fields[i], name, i % 7 ? value : NULL, value, xpath, i % 7 ? "/A/F" : NULL);
+    }
+    assert_int_equal(rk_store_add_result(f->s, a, &r), 0);
+    assert_int_equal(rk_store_add_result(f->s, b, &r), 0);
+    rk_result_free(&r);
+    assert_int_equal(count_where(f, "fieldsets", NULL), 1);
+    assert_int_equal(count_where(f, "fields", "job_id = 2"), N);
+    rk_result back;
+    rk_result_init(&back);
+    assert_int_equal(rk_store_load_result(f->s, b, &back), 0);
+    assert_int_equal(back.n_fields, N);
+    assert_string_equal(back.fields[0].name, "feld_000");
+    assert_null(back.fields[0].value);
+    assert_null(back.fields[0].node);
+    assert_string_equal(back.fields[0].source, "Wert \"0\" ä");
+    assert_string_equal(back.fields[299].name, "feld_299");
+    assert_string_equal(back.fields[299].value, "Wert \"299\" ä");
+    assert_string_equal(back.fields[299].xpath, "a:F299");
+    assert_string_equal(back.fields[299].node, "/A/F");
+    rk_result_free(&back);
+}
+
 static void test_load_result_round_trip(void **state)
 {
     fixture *f = *state;
@@ -1446,6 +1485,7 @@ int main(void)
         T(test_save_result_replaces),
         T(test_field_sets_shared_and_rolled_back),
         T(test_delivery_rows),
+        T(test_many_fields),
         T(test_load_result_round_trip),
         T(test_dup_check_window),
         T(test_dup_check_ignores_rejected),
