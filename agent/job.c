@@ -9,6 +9,7 @@
  * one that can run.
  */
 #include "job.h"
+#include "map.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -456,6 +457,8 @@ static void parse_transform(loadctx *lc, rk_field_def *fd, xmlNodePtr t)
         if (!tx->b)
             tx->b = strdup(" ");
         tx->compiled = compile_xpath(lc, tx->a, line);
+        if (tx->compiled)
+            tx->direct = rk_child_path_compile(lc->job, tx->a);
         break;
     case RK_TX_DEFAULT:
         tx->a = attr(t, "value");
@@ -625,8 +628,10 @@ static void free_job(rk_job *job)
         free(f->xpath);
         if (f->compiled)
             xmlXPathFreeCompExpr(f->compiled);
+        rk_child_path_free(f->direct);
         for (size_t k = 0; k < f->n_tx; k++) {
             rk_transform *t = &f->tx[k];
+            rk_child_path_free(t->direct);
             if (t->compiled && t->kind == RK_TX_CONCAT)
                 xmlXPathFreeCompExpr(t->compiled);
             if (t->compiled && t->kind == RK_TX_REPLACE) {
@@ -853,6 +858,8 @@ static void build_job(loadctx *lc, xmlNodePtr root, const rk_vars *vars)
                 fd->line = fl;
                 fd->xpath = attr(f, "from");
                 fd->compiled = compile_xpath(lc, fd->xpath, fl);
+                if (fd->compiled)
+                    fd->direct = rk_child_path_compile(job, fd->xpath);
                 for (xmlNodePtr t = f->children; t; t = t->next)
                     if (t->type == XML_ELEMENT_NODE)
                         parse_transform(lc, fd, t);

@@ -43,6 +43,7 @@ typedef struct rk_transform {
     char *b;
     long n;
     void *compiled;  /* RK_TX_REPLACE: regex_t *; RK_TX_CONCAT: xmlXPathCompExpr * */
+    struct rk_child_path *direct; /* RK_TX_CONCAT: a plain child path (map.h), or NULL */
     int line;        /* line in the job file, for messages */
 } rk_transform;
 
@@ -50,6 +51,7 @@ typedef struct rk_field_def {
     char *name;       /* target field name */
     char *xpath;      /* XPath 1.0, evaluated with the root element as context */
     void *compiled;   /* xmlXPathCompExpr * */
+    struct rk_child_path *direct; /* a plain child path, walked without XPath (map.h) */
     rk_transform *tx;
     size_t n_tx;
     int line;

@@ -274,6 +274,112 @@ static char *node_path(xmlNodePtr n)
     return out;
 }
 
+/* ---- plain child paths ----------------------------------------------------- */
+
+/*
+ * Nearly every field of a job reads an element by a path of child steps
+ * ("fs:Antragsteller/fs:F60000000227").  libxml2's XPath evaluation of
+ * such a path made a new parser context, value stack and node sets for
+ * each field: a fifth of the instructions of processing a document.
+ * Such a path is walked here instead, with XPath 1.0's meaning: a
+ * prefixed step matches element children of that namespace and local
+ * name, an unprefixed one element children in no namespace; the first
+ * match in document order is the depth-first first.  Any other
+ * expression (predicates, axes, functions, attributes, text()) still goes
+ * to libxml2, and tests/unit/test_map.c compares the two.
+ */
+struct rk_child_path {
+    size_t n;
+    struct {
+        char *uri; /* NULL: no namespace */
+        char *name;
+    } step[];
+};
+
+/* Length of the ASCII NCName at p (0 if none starts there). */
+static size_t ncname_len(const char *p)
+{
+    size_t n = 0;
+    if (!((p[0] >= 'A' && p[0] <= 'Z') || (p[0] >= 'a' && p[0] <= 'z') || p[0] == '_'))
+        return 0;
+    while ((p[n] >= 'A' && p[n] <= 'Z') || (p[n] >= 'a' && p[n] <= 'z') ||
+           (p[n] >= '0' && p[n] <= '9') || p[n] == '_' || p[n] == '-' || p[n] == '.')
+        n++;
+    return n;
+}
+
+void rk_child_path_free(rk_child_path *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->step[i].uri);
+        free(p->step[i].name);
+    }
+    free(p);
+}
+
+rk_child_path *rk_child_path_compile(const rk_job *job, const char *xpath)
+{
+    if (!xpath || !*xpath)
+        return NULL;
+    size_t steps = 1;
+    for (const char *c = xpath; *c; c++)
+        steps += *c == '/';
+    if (steps > 32)
+        return NULL;
+    rk_child_path *p = calloc(1, sizeof *p + steps * sizeof p->step[0]);
+    if (!p)
+        oom();
+    for (const char *c = xpath;;) {
+        size_t a = ncname_len(c), b = 0;
+        if (a && c[a] == ':' && !(b = ncname_len(c + a + 1))) {
+            rk_child_path_free(p);
+            return NULL;
+        }
+        const char *local = b ? c + a + 1 : c;
+        size_t llen = b ? b : a, used = b ? a + 1 + b : a;
+        if (!a || (c[used] != '/' && c[used] != '\0')) {
+            rk_child_path_free(p);
+            return NULL; /* not a name step: XPath does it */
+        }
+        const char *uri = NULL;
+        for (size_t i = 0; b && i < job->n_ns; i++)
+            if (job->ns_prefixes[i] && strlen(job->ns_prefixes[i]) == a &&
+                strncmp(job->ns_prefixes[i], c, a) == 0)
+                uri = job->ns_uris[i];
+        if (b && (!uri || !*uri)) {
+            rk_child_path_free(p);
+            return NULL; /* undeclared prefix: XPath reports it */
+        }
+        p->step[p->n].uri = uri ? xstrdup(uri) : NULL;
+        p->step[p->n].name = xstrndup(local, llen);
+        p->n++;
+        if (c[used] == '\0')
+            return p;
+        c += used + 1;
+    }
+}
+
+/* The first element in document order below parent that step i.. of p
+ * reaches. */
+static xmlNodePtr child_path_first(xmlNodePtr parent, const rk_child_path *p, size_t i)
+{
+    for (xmlNodePtr c = parent->children; c; c = c->next) {
+        if (c->type != XML_ELEMENT_NODE || !xmlStrEqual(c->name, BAD_CAST p->step[i].name))
+            continue;
+        if (p->step[i].uri ? !(c->ns && xmlStrEqual(c->ns->href, BAD_CAST p->step[i].uri))
+                           : c->ns != NULL)
+            continue;
+        if (i + 1 == p->n)
+            return c;
+        xmlNodePtr hit = child_path_first(c, p, i + 1);
+        if (hit)
+            return hit;
+    }
+    return NULL;
+}
+
 /*
  * Evaluates one expression (compiled if the job compiled it, else from
  * its text) against the root element.  On success returns 0 and sets
@@ -281,13 +387,24 @@ static char *node_path(xmlNodePtr n)
  * path of its first node in document order; both are the caller's.
  * Returns -1 when evaluation failed (message in env->err).
  */
-static int xp_eval(xp_env *env, void *compiled, const char *xpath, char **value,
-                   char **node)
+static int xp_eval(xp_env *env, const rk_child_path *direct, void *compiled,
+                   const char *xpath, char **value, char **node)
 {
     *value = NULL;
     if (node)
         *node = NULL;
     env->err[0] = '\0';
+    if (direct) {
+        xmlNodePtr first = child_path_first(xmlDocGetRootElement(env->doc), direct, 0);
+        if (first) {
+            *value = take_xml_string(xmlXPathCastNodeToString(first));
+            if (!*value)
+                *value = xstrdup("");
+            if (node)
+                *node = node_path(first);
+        }
+        return 0;
+    }
     env->ctx->node = xmlDocGetRootElement(env->doc);
     xmlXPathObjectPtr obj =
         compiled ? xmlXPathCompiledEval((xmlXPathCompExprPtr)compiled, env->ctx)
@@ -716,7 +833,7 @@ static char *run_chain(const rk_job *job, const rk_field_def *fd, xp_env *env,
             if (!env)
                 continue;
             char *other = NULL;
-            if (xp_eval(env, tx->compiled, tx->a, &other, NULL) != 0) {
+            if (xp_eval(env, tx->direct, tx->compiled, tx->a, &other, NULL) != 0) {
                 xp_failed(env, fd, tx->a, r);
                 status = TX_FAILED;
                 break;
@@ -845,7 +962,7 @@ int rk_map_apply(const rk_job *job, xmlDocPtr doc, rk_result *r)
     for (size_t i = 0; i < job->n_fields; i++) {
         const rk_field_def *fd = &job->fields[i];
         char *source = NULL, *node = NULL, *value = NULL;
-        if (xp_eval(&env, fd->compiled, fd->xpath, &source, &node) != 0) {
+        if (xp_eval(&env, fd->direct, fd->compiled, fd->xpath, &source, &node) != 0) {
             xp_failed(&env, fd, fd->xpath, r);
         } else if (source && strlen(source) > RK_MAP_VALUE_MAX) {
             rk_result_add_anomaly(r, "WERT_ZU_LANG", fd->name, RK_SEV_BLOCK,

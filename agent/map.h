@@ -23,6 +23,16 @@
 
 int rk_map_apply(const rk_job *job, xmlDocPtr doc, rk_result *r);
 
+/* A plain child path: "p:A/p:B/C", element name steps only, each prefix
+ * one of the job's.  rk_map_apply walks it from the root element instead
+ * of running libxml2's XPath machinery, with the same result (the first
+ * matching element in document order, its string value and node path).
+ * rk_child_path_compile returns NULL for any other expression (or an
+ * undeclared prefix): that one goes through libxml2's XPath. */
+typedef struct rk_child_path rk_child_path;
+rk_child_path *rk_child_path_compile(const rk_job *job, const char *xpath);
+void rk_child_path_free(rk_child_path *p);
+
 /* today is "YYYY-MM-DD" (the engine passes the local date; tests fix it). */
 int rk_rules_check(const rk_job *job, rk_result *r, const char *today);
 

@@ -160,6 +160,7 @@ static void job_free(rk_job *j)
             tx_free(&f->tx[k]);
         free(f->tx);
         xmlXPathFreeCompExpr(f->compiled);
+        rk_child_path_free(f->direct);
         free(f->name);
         free(f->xpath);
     }
@@ -718,6 +719,112 @@ static void test_threads_share_job(void **state)
 
 /* ---- a job file through the real loader ------------------------------------ */
 
+/* ---- plain child paths ---------------------------------------------------- */
+
+static const char PATHS_DOC[] =
+    "<a:Antrag xmlns:a=\"" NS_A "\" xmlns:b=\"urn:b\">\n"
+    "  <a:P><a:Q>eins</a:Q></a:P>\n"
+    "  <a:P><a:Q>zwei</a:Q><a:Q>drei</a:Q></a:P>\n"
+    "  <a:R><a:S>vier <x>fünf</x> sechs<!-- nicht --></a:S></a:R>\n"
+    "  <P><Q>ohne</Q></P>\n"
+    "  <b:P><a:Q>fremd</a:Q></b:P>\n"
+    "  <a:T xmlns=\"" NS_A "\"><Q>vorgabe</Q></a:T>\n"
+    "  <a:U><a:V/></a:U>\n"
+    "  <a:W><![CDATA[roh<>]]></a:W>\n"
+    "  <a:X><a:Y><a:Z>tief1</a:Z></a:Y></a:X><a:X><a:Y><a:Z>tief2</a:Z></a:Y></a:X>\n"
+    "  <a:X2><a:Y/></a:X2><a:X2><a:Y><a:Z>spaet</a:Z></a:Y></a:X2>\n"
+    "</a:Antrag>\n";
+
+/* A walked child path gives what libxml2's XPath gives for the same
+ * path ("./" in front makes it an expression the walk does not take):
+ * the value, and the node path of the first match in document order. */
+static void test_child_path_equals_xpath(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {
+        "a:P/a:Q", "a:P", "a:R/a:S", "P/Q", "P", "b:P/a:Q", "a:T/a:Q", "a:T/Q",
+        "a:U/a:V", "a:U", "a:W", "a:Fehlt/a:Q", "a:P/a:Q/a:Z", "a:Antrag",
+        "a:X/a:Y/a:Z", "a:X2/a:Y/a:Z", "a:X2/a:Y", "x", "a:R/a:S/x",
+    };
+    const size_t n = sizeof paths / sizeof paths[0];
+    rk_job *j = job_new();
+    j->ns_prefixes = realloc(j->ns_prefixes, 2 * sizeof(char *));
+    j->ns_uris = realloc(j->ns_uris, 2 * sizeof(char *));
+    j->ns_prefixes[1] = strdup("b");
+    j->ns_uris[1] = strdup("urn:b");
+    j->n_ns = 2;
+    for (size_t i = 0; i < n; i++) {
+        char name[32], xp[64];
+        snprintf(name, sizeof name, "d%zu", i);
+        size_t f = job_field(j, name, paths[i]);
+        j->fields[f].direct = rk_child_path_compile(j, paths[i]);
+        assert_non_null(j->fields[f].direct);
+        snprintf(name, sizeof name, "x%zu", i);
+        snprintf(xp, sizeof xp, "./%s", paths[i]);
+        f = job_field(j, name, xp);
+        assert_null(rk_child_path_compile(j, xp));
+    }
+    const char *code = NULL;
+    char msg[256];
+    xmlDocPtr doc = rk_doc_parse(PATHS_DOC, strlen(PATHS_DOC), &code, msg, sizeof msg);
+    assert_non_null(doc);
+    rk_result r;
+    rk_result_init(&r);
+    assert_int_equal(rk_map_apply(j, doc, &r), 0);
+    assert_int_equal(r.n_anomalies, 0);
+    for (size_t i = 0; i < n; i++) {
+        char dn[32], xn[32];
+        snprintf(dn, sizeof dn, "d%zu", i);
+        snprintf(xn, sizeof xn, "x%zu", i);
+        const rk_mapped_field *d = rk_result_field(&r, dn), *x = rk_result_field(&r, xn);
+        assert_non_null(d);
+        assert_non_null(x);
+        if (!x->source) {
+            assert_null(d->source);
+            assert_null(d->node);
+            continue;
+        }
+        assert_non_null(d->source);
+        assert_string_equal(d->source, x->source);
+        assert_string_equal(d->node, x->node);
+    }
+    /* and what they are, so that both cannot be wrong alike */
+    assert_string_equal(rk_result_field(&r, "d0")->source, "eins");
+    assert_string_equal(rk_result_field(&r, "d2")->source, "vier fünf sechs");
+    assert_string_equal(rk_result_field(&r, "d3")->source, "ohne");
+    assert_string_equal(rk_result_field(&r, "d6")->source, "vorgabe");
+    assert_null(rk_result_field(&r, "d7")->source);
+    assert_string_equal(rk_result_field(&r, "d8")->source, "");
+    assert_string_equal(rk_result_field(&r, "d10")->source, "roh<>");
+    assert_string_equal(rk_result_field(&r, "d15")->source, "spaet");
+    assert_string_equal(rk_result_field(&r, "d15")->node, "/Antrag/X2[2]/Y/Z");
+    assert_string_equal(rk_result_field(&r, "d1")->node, "/Antrag/P[1]");
+    rk_result_free(&r);
+    xmlFreeDoc(doc);
+    job_free(j);
+}
+
+/* Everything but name steps with declared prefixes is left to XPath. */
+static void test_child_path_refuses(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    static const char *const others[] = {
+        "", "./a:P", "a:P[1]", "@x", "a:P/@x", "a:P/text()", "//a:P", "/a:Antrag/a:P",
+        "c:P", "a:", "a:P/", "/", "a:P | a:Q", "a :P", "a:P ", "\xc3\xa4", "a:P/../a:Q",
+        "count(a:P)", "a:*", "a:P//a:Q", "1a", "a:b:c",
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        rk_child_path *p = rk_child_path_compile(j, others[i]);
+        if (p)
+            fail_msg("'%s' must be left to XPath", others[i]);
+    }
+    rk_child_path *p = rk_child_path_compile(j, "a:P/Q-1/a:R_2.x");
+    assert_non_null(p);
+    rk_child_path_free(p);
+    job_free(j);
+}
+
 static int write_file(const char *path, const char *text)
 {
     FILE *fp = fopen(path, "w");
@@ -800,6 +907,13 @@ static void test_loaded_job(void **state)
     assert_string_equal(rk_result_field(&r, "betrag")->value, "12,50");
     assert_string_equal(rk_result_field(&r, "telefon")->value, "123/0711");
     assert_string_equal(rk_result_field(&r, "name")->value, "w");
+    /* plain child paths are walked without XPath (the concat's too);
+     * the attribute goes to libxml2 */
+    assert_non_null(job->fields[0].direct);
+    assert_non_null(job->fields[2].direct);
+    assert_null(job->fields[3].direct);
+    assert_non_null(job->fields[6].direct);
+    assert_non_null(job->fields[6].tx[0].direct);
     rk_result_free(&r);
     xmlFreeDoc(doc);
     rk_job_unref(job);
@@ -830,6 +944,8 @@ int main(void)
         cmocka_unit_test(test_date_parse),
         cmocka_unit_test(test_threads_share_job),
         cmocka_unit_test(test_loaded_job),
+        cmocka_unit_test(test_child_path_equals_xpath),
+        cmocka_unit_test(test_child_path_refuses),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     xmlCleanupParser();
