@@ -557,6 +557,7 @@ int rk_engine_submit2(rk_engine *e, const rk_submit_args *a, rk_submit_cb ack, v
 
 static int commit_intake(rk_engine *e, witem *w)
 {
+    w->job_id = 0; /* stored by commit_process (again, after a rollback) */
     if (w->rc)
         return w->rc;
     if (w->source) {
@@ -569,6 +570,14 @@ static int commit_intake(rk_engine *e, witem *w)
         if (rc != RK_E_NOTFOUND)
             return rc;
     }
+    return 0;
+}
+
+/* The submission of an intake item with its job, in the last state of a
+ * (one insert of the job row instead of an insert and an update), then
+ * its media type and attachments. */
+static int store_intake(rk_engine *e, witem *w, const rk_advance *a)
+{
     rk_submission_in in = {
         .uid = w->uid,
         .source = w->source ? w->source : e->source,
@@ -579,7 +588,7 @@ static int commit_intake(rk_engine *e, witem *w)
         .zlen = w->zlen,
         .received_ms = w->received_ms,
     };
-    int rc = rk_store_add_submission(e->store, &in, ACTOR, &w->job_id);
+    int rc = rk_store_add_processed(e->store, &in, a, &w->job_id);
     if (!rc && w->media)
         rc = rk_store_set_media(e->store, w->job_id, w->media);
     for (size_t i = 0; !rc && i < w->n_att; i++)
@@ -744,6 +753,17 @@ static int save_result(rk_engine *e, witem *w)
                     : rk_store_save_result(e->store, w->job_id, &w->res);
 }
 
+/* The job after processing: its row with every state of path a (with the
+ * submission, for an intake item not stored yet), its duplicate keys and
+ * its result. */
+static int write_processed(rk_engine *e, witem *w, const rk_advance *a, int64_t now_ms)
+{
+    int rc = w->job_id ? rk_store_advance(e->store, w->job_id, a) : store_intake(e, w, a);
+    for (size_t i = 0; !rc && i < w->res.n_dups; i++)
+        rc = rk_store_dup_add(e->store, w->job_id, w->res.dups[i].key, now_ms);
+    return rc ? rc : save_result(e, w);
+}
+
 static int round_prepare(rk_engine *e, witem *w);
 
 /* The job's row after processing, written once with every state it
@@ -782,6 +802,7 @@ static int commit_process(rk_engine *e, witem *w)
     else
         drop_dup_anomalies(w); /* committed again after a rollback */
     int rc;
+    int64_t now = rk_now_ms();
     char codes[512];
     if (w->outcome == P_NOT_XML || w->outcome == P_FAILED) {
         rk_advance a = process_advance(w, 0);
@@ -790,33 +811,27 @@ static int commit_process(rk_engine *e, witem *w)
             advance_step(&a, RK_ST_REVIEW, "held: DATEN_KEIN_XML");
         else
             advance_step(&a, RK_ST_FAILED, codes);
-        if ((rc = save_result(e, w)) != 0)
-            return rc;
-        return rk_store_advance(s, w->job_id, &a);
+        return write_processed(e, w, &a, now);
     }
     if (w->outcome == P_SCHEMA) {
         rk_advance a = process_advance(w, 0);
         a.meta = w->job->deadline_ms != 0;
         a.deadline_ms = w->job->deadline_ms;
         advance_step(&a, RK_ST_REVIEW, "SCHEMA: document violates the job's XSD");
-        if ((rc = save_result(e, w)) != 0)
-            return rc;
-        return rk_store_advance(s, w->job_id, &a);
+        return write_processed(e, w, &a, now);
     }
-    /* duplicates need the store, so they are checked here */
+    /* duplicates need the store, so they are checked here (a new job,
+     * w->job_id 0, is not stored yet: its keys are recorded with it) */
     for (size_t i = 0; i < w->res.n_dups; i++) {
         const rk_rule *r = &w->job->rules[w->res.dups[i].rule];
         int64_t other = 0;
-        rc = rk_store_dup_check(s, w->job_id, w->res.dups[i].key, r->num[0], rk_now_ms(),
-                                &other);
+        rc = rk_store_dup_find(s, w->job_id, w->res.dups[i].key, r->num[0], now, &other);
         if (rc)
             return rc;
         if (other)
             rk_result_add_anomaly(&w->res, r->code, r->field, r->severity,
                                   "%s (vgl. Vorgang %lld)", r->message, (long long)other);
     }
-    if ((rc = save_result(e, w)) != 0)
-        return rc;
     rk_advance a = process_advance(w, 1);
     char why[128], reason[600];
     advance_step(&a, RK_ST_VALIDATED, "valid against the job's XSD");
@@ -827,7 +842,7 @@ static int commit_process(rk_engine *e, witem *w)
         anomaly_codes(&w->res, 1, codes, sizeof codes);
         snprintf(reason, sizeof reason, "held: %s", codes);
         advance_step(&a, RK_ST_REVIEW, reason);
-        return rk_store_advance(s, w->job_id, &a);
+        return write_processed(e, w, &a, now);
     }
     anomaly_codes(&w->res, 0, codes, sizeof codes);
     snprintf(reason, sizeof reason, "%s%s", codes[0] ? "passed with notes: " : "all rules passed",
@@ -836,9 +851,11 @@ static int commit_process(rk_engine *e, witem *w)
     /* ready → delivering in the same write: the delivery round starts
      * without a commit of its own (one group commit less per document;
      * still durable before any connector runs) */
+    advance_step(&a, RK_ST_DELIVERING, NULL);
+    if ((rc = write_processed(e, w, &a, now)) != 0)
+        return rc;
     if (!w->round) {
         witem *d = witem_new(e, W_DELIVER);
-        d->job_id = w->job_id;
         d->job_name = strdup(w->job->name);
         d->fresh = w->fresh;
         d->have_res = w->fresh; /* handed over in post_process */
@@ -851,10 +868,7 @@ static int commit_process(rk_engine *e, witem *w)
         w->round = d;
     }
     w->round->job_id = w->job_id; /* an intake written again has a new id */
-    if ((rc = round_prepare(e, w->round)) != 0)
-        return rc;
-    advance_step(&a, RK_ST_DELIVERING, NULL);
-    return rk_store_advance(s, w->job_id, &a);
+    return round_prepare(e, w->round);
 }
 
 static witem *enqueue_delivery(rk_engine *e, int64_t job_id, const char *job_name);

@@ -224,6 +224,12 @@ static const char *const migrations[] = {
     "         json_extract(d.value, '$[2]')"
     "  FROM job_fields jf JOIN fieldsets fs ON fs.id = jf.fieldset"
     "  JOIN json_each(jf.data) d JOIN json_each(fs.names) n ON n.key = d.key;",
+    /* 9: the deadline index holds only the jobs a deadline applies to
+     * (held for review, or failed): the overdue sweep reads nothing else,
+     * and a job that passes straight to its delivery no longer moves an
+     * entry of it with every state */
+    "DROP INDEX jobs_deadline;"
+    "CREATE INDEX jobs_deadline ON jobs(state, deadline_at) WHERE state IN ('review','failed');",
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSION,
                "RK_STORE_SCHEMA_VERSION in store.h must count the migrations");
@@ -234,6 +240,7 @@ _Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSI
 enum {
     Q_ADD_SUB,
     Q_ADD_JOB,
+    Q_ADD_JOB_AT,
     Q_ADD_EVENT,
     Q_FIND_REF,
     Q_PAYLOAD,
@@ -263,9 +270,11 @@ enum {
 
 static const char *const sql_text[Q_COUNT] = {
     [Q_ADD_SUB] = "INSERT INTO submissions(uid, source, source_ref, received_at, sha256,"
-                  " size, payload) VALUES (?,?,?,?,?,?,?)",
+                  " size, payload, root_ns, root_name) VALUES (?,?,?,?,?,?,?,?,?)",
     [Q_ADD_JOB] = "INSERT INTO jobs(submission_id, state, created_at, updated_at)"
                   " VALUES (?, 'received', ?, ?)",
+    [Q_ADD_JOB_AT] = "INSERT INTO jobs(submission_id, state, created_at, updated_at, job,"
+                     " job_version, reference, deadline_at) VALUES (?,?,?,?,?,?,?,?)",
     [Q_ADD_EVENT] = "INSERT INTO events(job_id, at, actor, from_state, to_state, reason)"
                     " VALUES (?,?,?,?,?,?)",
     [Q_FIND_REF] = "SELECT j.id FROM submissions s JOIN jobs j ON j.submission_id = s.id"
@@ -287,7 +296,7 @@ static const char *const sql_text[Q_COUNT] = {
     /* a replay of the same submission is not a duplicate of itself */
     [Q_DUP_FIND] = "SELECT d.job_id FROM dupkeys d JOIN jobs j ON j.id = d.job_id"
                    " WHERE d.key = ?1 AND d.at_ms >= ?2 AND d.job_id <> ?3"
-                   " AND j.state <> 'rejected' AND j.submission_id <>"
+                   " AND j.state <> 'rejected' AND j.submission_id IS NOT"
                    " (SELECT submission_id FROM jobs WHERE id = ?3)"
                    " ORDER BY d.at_ms DESC LIMIT 1",
     [Q_DUP_ADD] = "INSERT INTO dupkeys(key, job_id, at_ms) VALUES (?,?,?)",
@@ -802,26 +811,51 @@ static int add_notice(rk_store *s, int64_t job_id, const char *state)
     return step_done(s, st);
 }
 
-int rk_store_add_submission(rk_store *s, const rk_submission_in *in, const char *actor,
-                            int64_t *job_id)
+/* The submission row; root_ns and root_name may be NULL (not known yet). */
+static int insert_submission(rk_store *s, const rk_submission_in *in, const char *received_at,
+                             const char *root_ns, const char *root_name, int64_t *sub_id)
 {
-    char at[32];
-    rk_time_iso(in->received_ms, at, sizeof at);
     sqlite3_stmt *st = stmt(s, Q_ADD_SUB);
     if (!st)
         return RK_E_DB;
     bind_text(st, 1, in->uid);
     bind_text(st, 2, in->source);
     bind_text(st, 3, in->source_ref);
-    bind_text(st, 4, at);
+    bind_text(st, 4, received_at);
     bind_text(st, 5, in->sha256);
     sqlite3_bind_int64(st, 6, (sqlite3_int64)in->size);
     sqlite3_bind_blob(st, 7, in->zpayload, (int)in->zlen, SQLITE_STATIC);
+    bind_text(st, 8, root_ns);
+    bind_text(st, 9, root_name);
     int rc = step_done(s, st);
+    if (!rc)
+        *sub_id = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+/* The "received" event of a new job, and its log line. */
+static int record_received(rk_store *s, const rk_submission_in *in, const char *actor,
+                           int64_t job_id)
+{
+    char reason[256];
+    snprintf(reason, sizeof reason, "taken from %s", in->source);
+    int rc = add_event(s, job_id, NULL, RK_ST_RECEIVED, actor, reason);
+    if (!rc)
+        rk_info("job", "%lld: received (%zu bytes, sha256 %.12s)", (long long)job_id,
+                in->size, in->sha256);
+    return rc;
+}
+
+int rk_store_add_submission(rk_store *s, const rk_submission_in *in, const char *actor,
+                            int64_t *job_id)
+{
+    char at[32];
+    rk_time_iso(in->received_ms, at, sizeof at);
+    int64_t sub_id;
+    int rc = insert_submission(s, in, at, NULL, NULL, &sub_id);
     if (rc)
         return rc;
-    int64_t sub_id = sqlite3_last_insert_rowid(s->db);
-    st = stmt(s, Q_ADD_JOB);
+    sqlite3_stmt *st = stmt(s, Q_ADD_JOB);
     if (!st)
         return RK_E_DB;
     sqlite3_bind_int64(st, 1, sub_id);
@@ -830,13 +864,7 @@ int rk_store_add_submission(rk_store *s, const rk_submission_in *in, const char 
     if ((rc = step_done(s, st)) != 0)
         return rc;
     *job_id = sqlite3_last_insert_rowid(s->db);
-    char reason[256];
-    snprintf(reason, sizeof reason, "taken from %s", in->source);
-    rc = add_event(s, *job_id, NULL, RK_ST_RECEIVED, actor, reason);
-    if (!rc)
-        rk_info("job", "%lld: received (%zu bytes, sha256 %.12s)", (long long)*job_id,
-                in->size, in->sha256);
-    return rc;
+    return record_received(s, in, actor, *job_id);
 }
 
 int rk_store_find_source_ref(rk_store *s, const char *source, const char *source_ref,
@@ -1024,6 +1052,53 @@ int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a)
                               at, a->quiet_source)))
             return rc;
     log_path(job_id, a->path, a->reason, a->steps, a->actor);
+    return 0;
+}
+
+int rk_store_add_processed(rk_store *s, const rk_submission_in *in, const rk_advance *a,
+                           int64_t *job_id)
+{
+    if (a->steps < 1 || a->steps > RK_ADV_MAX_STEPS || !a->path[0] ||
+        strcmp(a->path[0], RK_ST_RECEIVED) != 0 || a->delivery)
+        return RK_E_STATE;
+    for (size_t i = 1; i <= a->steps; i++)
+        if (!rk_state_valid(a->path[i]))
+            return RK_E_STATE;
+    char received[32], at[32];
+    rk_time_iso(in->received_ms, received, sizeof received);
+    int64_t sub_id;
+    int rc = insert_submission(s, in, received, a->match ? a->root_ns : NULL,
+                               a->match ? a->root_name : NULL, &sub_id);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = stmt(s, Q_ADD_JOB_AT);
+    if (!st)
+        return RK_E_DB;
+    now_iso(at, sizeof at);
+    sqlite3_bind_int64(st, 1, sub_id);
+    bind_text(st, 2, a->path[a->steps]);
+    bind_text(st, 3, received);
+    bind_text(st, 4, at);
+    if (a->match && a->job) {
+        bind_text(st, 5, a->job);
+        sqlite3_bind_int64(st, 6, a->job_version);
+    }
+    if (a->meta) {
+        bind_text(st, 7, a->reference);
+        /* as rk_store_advance: counted from the second of receipt */
+        if (a->deadline_ms > 0)
+            sqlite3_bind_int64(st, 8, in->received_ms / 1000 * 1000 + a->deadline_ms);
+    }
+    if ((rc = step_done(s, st)) != 0)
+        return rc;
+    *job_id = sqlite3_last_insert_rowid(s->db);
+    if ((rc = record_received(s, in, a->actor, *job_id)) != 0)
+        return rc;
+    for (size_t i = 0; i < a->steps; i++)
+        if ((rc = record_step(s, *job_id, a->path[i], a->path[i + 1], a->actor, a->reason[i],
+                              at, a->quiet_source)))
+            return rc;
+    log_path(*job_id, a->path, a->reason, a->steps, a->actor);
     return 0;
 }
 
@@ -1356,8 +1431,8 @@ int rk_store_load_result(rk_store *s, int64_t job_id, rk_result *r)
     return rc == SQLITE_DONE ? 0 : RK_E_DB;
 }
 
-int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days,
-                       int64_t now_ms, int64_t *other)
+int rk_store_dup_find(rk_store *s, int64_t job_id, const char *key, double days,
+                      int64_t now_ms, int64_t *other)
 {
     *other = 0;
     sqlite3_stmt *st = stmt(s, Q_DUP_FIND);
@@ -1370,9 +1445,12 @@ int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days
     if (rc == SQLITE_ROW)
         *other = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return RK_E_DB;
-    st = stmt(s, Q_DUP_ADD);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : RK_E_DB;
+}
+
+int rk_store_dup_add(rk_store *s, int64_t job_id, const char *key, int64_t now_ms)
+{
+    sqlite3_stmt *st = stmt(s, Q_DUP_ADD);
     if (!st)
         return RK_E_DB;
     bind_text(st, 1, key);
@@ -1381,6 +1459,12 @@ int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days
     return step_done(s, st);
 }
 
+int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days,
+                       int64_t now_ms, int64_t *other)
+{
+    int rc = rk_store_dup_find(s, job_id, key, days, now_ms, other);
+    return rc ? rc : rk_store_dup_add(s, job_id, key, now_ms);
+}
 
 int rk_store_delivery_get(rk_store *s, int64_t job_id, const char *name, const char *plugin,
                           const char *key, rk_delivery *out)

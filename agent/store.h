@@ -38,7 +38,7 @@ typedef struct rk_store rk_store;
 
 /* The schema version this rekey writes (PRAGMA user_version): the number
  * of migrations in store.c. */
-#define RK_STORE_SCHEMA_VERSION 8
+#define RK_STORE_SCHEMA_VERSION 9
 
 #define RK_STORE_READONLY 0x1 /* rekeyctl's read commands */
 #define RK_STORE_SYNC_NORMAL 0x2 /* synchronous=NORMAL instead of FULL */
@@ -125,6 +125,16 @@ typedef struct rk_advance {
 } rk_advance;
 int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a);
 
+/* Stores a submission taken in and processed in the same transaction:
+ * the submission (with a->root_ns and root_name when a->match) and its
+ * job row, inserted at once in the last state of a->path (path[0] is
+ * "received"), with the columns a's flags name, and the events of
+ * "received" and of every step, as rk_store_add_submission followed by
+ * rk_store_advance would write them; only the job row and its indexes
+ * are written once instead of twice.  *job_id gets the job row id. */
+int rk_store_add_processed(rk_store *s, const rk_submission_in *in, const rk_advance *a,
+                           int64_t *job_id);
+
 /* Moves a job to state `to`, appending an event.  When from is not NULL
  * the job must be in that state, else RK_E_STATE. */
 int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const char *to,
@@ -147,6 +157,11 @@ int rk_store_load_result(rk_store *s, int64_t job_id, rk_result *r);
  * other job (not rejected) with the same key within `days`, or 0. */
 int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days,
                        int64_t now_ms, int64_t *other);
+/* The two halves of it: the look-up (job_id 0: a job not stored yet, of
+ * a new submission) and the record of the key. */
+int rk_store_dup_find(rk_store *s, int64_t job_id, const char *key, double days,
+                      int64_t now_ms, int64_t *other);
+int rk_store_dup_add(rk_store *s, int64_t job_id, const char *key, int64_t now_ms);
 
 /* One delivery of a job to one of its connectors.  States: pending (not
  * yet in the target), delivered, refused (PERMANENT), failed (attempts

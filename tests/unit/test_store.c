@@ -653,6 +653,82 @@ static void test_advance(void **state)
     assert_int_equal(count_where(f, "events", NULL), 6);
 }
 
+/* A submission taken in and processed in one transaction: its job row is
+ * inserted in its last state, and the rows read as add_submission and
+ * advance would have left them. */
+static void test_add_processed(void **state)
+{
+    fixture *f = *state;
+    const char *doc = "<A/>";
+    void *z;
+    size_t zlen;
+    assert_int_equal(rk_deflate(doc, strlen(doc), &z, &zlen), 0);
+    char sha[65];
+    rk_sha256_hex(doc, strlen(doc), sha);
+    rk_submission_in in = {.uid = "uid-p", .source = "dir:/in", .source_ref = "p.xml",
+                           .sha256 = sha, .size = strlen(doc), .zpayload = z, .zlen = zlen,
+                           .received_ms = T0 + 999};
+    rk_advance a = {.actor = "engine",
+                    .path = {RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED, RK_ST_READY,
+                             RK_ST_DELIVERING},
+                    .reason = {"xsd ok", "19 fields", "all rules passed", NULL},
+                    .steps = 4,
+                    .match = 1, .job = "fischereischein", .job_version = 3,
+                    .root_ns = "urn:a:1", .root_name = "Antrag",
+                    .meta = 1, .reference = "FS-2026-7", .deadline_ms = 3 * DAY_MS};
+    /* a path that does not start at "received" writes nothing */
+    rk_advance bad = a;
+    bad.path[0] = RK_ST_VALIDATED;
+    bad.path[1] = RK_ST_MAPPED;
+    bad.steps = 1;
+    int64_t id = 0;
+    assert_int_equal(rk_store_add_processed(f->s, &in, &bad, &id), RK_E_STATE);
+    assert_int_equal(count_where(f, "submissions", NULL), 0);
+    assert_int_equal(rk_store_add_processed(f->s, &in, &a, &id), 0);
+    free(z);
+    assert_true(id > 0);
+    /* the deadline counts from the second of receipt, as rk_store_advance's */
+    assert_string_equal(q_text(f, "SELECT state || '|' || job || '|' || job_version || '|' ||"
+                                  " reference || '|' || deadline_at || '|' || created_at ||"
+                                  " '|' || attempts FROM jobs"),
+                        "delivering|fischereischein|3|FS-2026-7|1767484800000|"
+                        "2026-01-01T00:00:00.999Z|0");
+    assert_string_equal(q_text(f, "SELECT root_ns || '|' || root_name || '|' || source_ref ||"
+                                  " '|' || received_at FROM submissions"),
+                        "urn:a:1|Antrag|p.xml|2026-01-01T00:00:00.999Z");
+    assert_string_equal(q_text(f, "SELECT group_concat(coalesce(from_state, '-') || '>' ||"
+                                  " to_state || ':' || coalesce(reason, '-'), ',') FROM"
+                                  " (SELECT * FROM events ORDER BY id)"),
+                        "->received:taken from dir:/in,received>validated:xsd ok,"
+                        "validated>mapped:19 fields,mapped>ready:all rules passed,"
+                        "ready>delivering:-");
+    /* the payload reads back, and the job goes on as any other */
+    char *data = NULL, *uid = NULL;
+    size_t len = 0;
+    assert_int_equal(rk_store_load_payload(f->s, id, 1 << 20, &data, &len, &uid), 0);
+    assert_int_equal(len, strlen(doc));
+    assert_memory_equal(data, doc, len);
+    assert_string_equal(uid, "uid-p");
+    free(data);
+    free(uid);
+    assert_int_equal(rk_store_transition(f->s, id, RK_ST_DELIVERING, RK_ST_DELIVERED, "engine",
+                                         NULL), 0);
+    /* held without a reference or a deadline: NULLs, as advance leaves them */
+    rk_advance held = {.actor = "engine", .path = {RK_ST_RECEIVED, RK_ST_REVIEW},
+                       .reason = {"SCHEMA"}, .steps = 1, .match = 1, .job = "x",
+                       .job_version = 1, .root_ns = "", .root_name = "B", .meta = 1};
+    in.uid = "uid-q";
+    in.source_ref = "q.xml";
+    in.zpayload = "";
+    in.zlen = 0;
+    assert_int_equal(rk_store_add_processed(f->s, &in, &held, &id), 0);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT state || '|' || coalesce(reference, '-') || '|' ||"
+                              " coalesce(deadline_at, '-') FROM jobs WHERE id = %lld",
+             (long long)id);
+    assert_string_equal(q_text(f, sql), "review|-|-");
+}
+
 static void test_advance_refused(void **state)
 {
     fixture *f = *state;
@@ -1009,6 +1085,25 @@ static void test_dup_check_window(void **state)
     assert_int_equal(rk_store_dup_check(f->s, e, "L", 365, T0 + 81 * DAY_MS, &other), 0);
     assert_int_equal(other, 0);
     assert_int_equal(count_where(f, "dupkeys", "key = 'K'"), 5);
+}
+
+/* The look-up for a job not stored yet (a new submission, job id 0)
+ * finds the other jobs of the key; the key is recorded once the job is. */
+static void test_dup_find_before_the_job(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f);
+    int64_t other = -1;
+    assert_int_equal(rk_store_dup_check(f->s, a, "K", 30, T0, &other), 0);
+    assert_int_equal(rk_store_dup_find(f->s, 0, "K", 30, T0 + DAY_MS, &other), 0);
+    assert_int_equal(other, a);
+    assert_int_equal(rk_store_dup_find(f->s, 0, "L", 30, T0 + DAY_MS, &other), 0);
+    assert_int_equal(other, 0);
+    int64_t b = add(f);
+    assert_int_equal(rk_store_dup_add(f->s, b, "K", T0 + DAY_MS), 0);
+    assert_int_equal(rk_store_dup_find(f->s, 0, "K", 30, T0 + 2 * DAY_MS, &other), 0);
+    assert_int_equal(other, b);
+    assert_int_equal(count_where(f, "dupkeys", "key = 'K'"), 2);
 }
 
 static void test_dup_check_ignores_rejected(void **state)
@@ -1477,7 +1572,8 @@ int main(void)
         T(test_transition),
         T(test_transition_wrong_from),
         T(test_advance),
-        T(test_advance_refused),
+        T(test_add_processed),
+    T(test_advance_refused),
         T(test_background_checkpoints),
         T(test_transition_invalid_state),
         cmocka_unit_test(test_states),
@@ -1488,7 +1584,8 @@ int main(void)
         T(test_many_fields),
         T(test_load_result_round_trip),
         T(test_dup_check_window),
-        T(test_dup_check_ignores_rejected),
+        T(test_dup_find_before_the_job),
+    T(test_dup_check_ignores_rejected),
         T(test_advance_delivery),
         T(test_pending),
         T(test_status_json_empty),
