@@ -484,7 +484,7 @@ static int write_reason(const char *dir, const char *path, const char *reason)
     return rc;
 }
 
-/* Makes a file rekey moved into its archive or error folder 0600, as if
+/* Makes a file rekey moved into its error folder 0600, as if
  * rekey had written it (the portal may have dropped it 0644).  Best
  * effort: a file of another user keeps its mode, the folder (0700) still
  * guards it.  Opened with O_NOFOLLOW, so a refused symbolic link in the
@@ -1307,6 +1307,12 @@ static int read_claimed(const char *path, size_t max, char **out, size_t *outlen
                 (long long)a.st_size, max);
         return RK_E_LIMIT;
     }
+    /* 0600, as if rekey had written it (the portal may have dropped it
+     * 0644): done here, on the open file, so that the archive keeps it
+     * without opening the file again on the loop thread (see
+     * restrict_mode); best effort, as there */
+    if (a.st_mode & 07177)
+        (void)fchmod(fd, a.st_mode & 0600);
     /* one buffer of the size fstat gave, read into directly; one byte
      * more shows a file that grew, and the second fstat below any change */
     size_t cap = (size_t)a.st_size + 1;
@@ -1428,12 +1434,11 @@ int rk_inbox_done(rk_inbox *in, const char *claimed_path, const char *name)
         return 0;
     }
     char dst[PATH_MAX], lname[LOGNAME_MAX];
+    /* the mode was restricted when the file was read (read_claimed) */
     int rc = move_unique(claimed_path, in->archive, name, 0, dst, sizeof dst);
     if (rc)
         rk_error(COMP, "instance %s: cannot archive %s: %s", in->id,
                  log_name(name, lname, sizeof lname), rk_strerror(rc));
-    else
-        restrict_mode(dst);
     return rc;
 }
 

@@ -81,7 +81,9 @@ int rk_inbox_read(const rk_inbox_config *cfg, const char *claimed_path,
                   char *err, size_t errlen);
 
 /* After durable intake: move to the archive folder (keeping the original
- * name, made unique) or delete.  0 or a negative error. */
+ * name, made unique) or delete.  0 or a negative error.  rk_inbox_read
+ * made the file 0600 (when rekey may change its mode), so the archive
+ * holds it so. */
 int rk_inbox_done(rk_inbox *in, const char *claimed_path, const char *name);
 
 /* The file could not be taken in: move it to the error folder and write
