@@ -326,6 +326,30 @@ static void test_fields_migrated_to_rows_per_job(void **state)
     (void)c;
 }
 
+/* Schema 9: the deadline index only for held and failed jobs, and no
+ * index of the events' times; the rows stay. */
+static void test_schema9_indexes(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f);
+    assert_int_equal(rk_store_transition(f->s, a, NULL, RK_ST_REVIEW, "t", NULL), 0);
+    rk_store_close(f->s);
+    f->s = NULL;
+    char msg[256];
+    if (side_exec(f, "DROP INDEX jobs_deadline; CREATE INDEX jobs_deadline ON jobs(state,"
+                     " deadline_at); CREATE INDEX events_at ON events(at);"
+                     " PRAGMA user_version = 8;", msg, sizeof msg) != SQLITE_OK)
+        fail_msg("making a schema 8 database: %s", msg);
+    assert_int_equal(rk_store_open(f->db, 0, &f->s, f->err, sizeof f->err), 0);
+    assert_int_equal(q_int(f, "PRAGMA user_version"), SCHEMA_VERSION);
+    assert_int_equal(count_where(f, "sqlite_master", "name = 'events_at'"), 0);
+    assert_int_equal(count_where(f, "sqlite_master", "name = 'jobs_deadline' AND sql LIKE"
+                                                     " '%WHERE state IN (''review'',''failed'')'"),
+                     1);
+    assert_int_equal(count_where(f, "events", NULL), 2);
+    assert_int_equal(count_where(f, "jobs", "state = 'review'"), 1);
+}
+
 static void test_newer_schema_refused(void **state)
 {
     fixture *f = *state;
@@ -1559,6 +1583,7 @@ int main(void)
         T(test_open_creates_0600_wal_migrated),
         T(test_reopen_does_not_migrate_again),
         T(test_fields_migrated_to_rows_per_job),
+        T(test_schema9_indexes),
         T(test_newer_schema_refused),
         T(test_newer_schema_refused_readonly),
         T(test_readonly_missing_file),
