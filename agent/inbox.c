@@ -1314,7 +1314,9 @@ static int read_claimed(const char *path, size_t max, char **out, size_t *outlen
     if (a.st_mode & 07177)
         (void)fchmod(fd, a.st_mode & 0600);
     /* one buffer of the size fstat gave, read into directly; one byte
-     * more shows a file that grew, and the second fstat below any change */
+     * more shows a file that grew, and the second fstat below any change
+     * (so a read that gave the whole size ends the loop: the read that
+     * would return 0 at the end of the file was a system call per file) */
     size_t cap = (size_t)a.st_size + 1;
     char *data = malloc(cap + 1);
     if (!data) {
@@ -1336,6 +1338,8 @@ static int read_claimed(const char *path, size_t max, char **out, size_t *outlen
         if (n == 0)
             break;
         len += (size_t)n;
+        if (len == (size_t)a.st_size && a.st_size > 0)
+            break;
     }
     data[len] = '\0';
     if (!rc && (fstat(fd, &b) != 0 || b.st_size != a.st_size || (uint64_t)b.st_size != len ||
