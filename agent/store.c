@@ -354,6 +354,8 @@ typedef struct fieldset {
  * functions take at most 127 arguments, so a larger result's JSON is
  * built with jansson and bound as one text. */
 #define JSON_ARGS_MAX 100
+/* The events of one write of a job: "received" and the steps of a path. */
+#define EVENTS_MAX (RK_ADV_MAX_STEPS + 1)
 
 struct rk_store {
     sqlite3 *db;
@@ -363,6 +365,7 @@ struct rk_store {
     sqlite3_stmt *adv[8]; /* rk_store_advance's UPDATE, by its column flags */
     /* job_fields INSERTs by number of fields, and the field sets known */
     sqlite3_stmt *fields_ins[JSON_ARGS_MAX + 1];
+    sqlite3_stmt *events_ins[EVENTS_MAX + 1]; /* add_events' INSERT, by its rows */
     fieldset sets[FIELDSETS_CACHED];
     size_t sets_next;
 };
@@ -694,6 +697,8 @@ void rk_store_close(rk_store *s)
         sqlite3_finalize(s->adv[i]);
     for (int i = 0; i <= JSON_ARGS_MAX; i++)
         sqlite3_finalize(s->fields_ins[i]);
+    for (int i = 0; i <= EVENTS_MAX; i++)
+        sqlite3_finalize(s->events_ins[i]);
     fieldsets_forget(s);
     sqlite3_close(s->db);
     free(s);
@@ -793,6 +798,51 @@ static int add_event(rk_store *s, int64_t job_id, const char *from, const char *
     char at[32];
     now_iso(at, sizeof at);
     return add_event_at(s, job_id, from, to, actor, reason, at);
+}
+
+static char *repeat_sql(const char *head, const char *each, size_t n, const char *tail);
+
+/* The events of several steps of one job in one statement (rows in the
+ * order given, so their ids follow the steps): path[i] -> path[i + 1]
+ * for i < steps, because of reason[i].  One INSERT of n rows costs about
+ * as much as two of one row: the events were a third of the writer's
+ * statements. */
+static int add_events(rk_store *s, int64_t job_id, const char *const *path,
+                      const char *const *reason, size_t steps, const char *actor,
+                      const char *at)
+{
+    if (steps == 1)
+        return add_event_at(s, job_id, path[0], path[1], actor, reason[0], at);
+    if (steps < 1 || steps > EVENTS_MAX)
+        return RK_E_STATE;
+    sqlite3_stmt *st = s->events_ins[steps];
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    } else {
+        char *sql = repeat_sql("INSERT INTO events(job_id, at, actor, from_state, to_state,"
+                               " reason) VALUES ", "(?,?,?,?,?,?)", steps, "");
+        if (!sql || sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                       &s->events_ins[steps], NULL) != SQLITE_OK) {
+            rk_error("store", "prepare failed: %s", sql ? sqlite3_errmsg(s->db) : "out of memory");
+            free(sql);
+            return RK_E_DB;
+        }
+        free(sql);
+        st = s->events_ins[steps];
+    }
+    for (size_t i = 0; i < steps; i++) {
+        int k = (int)(6 * i);
+        sqlite3_bind_int64(st, k + 1, job_id);
+        sqlite3_bind_text(st, k + 2, at, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k + 3, actor, -1, SQLITE_STATIC);
+        if (path[i])
+            sqlite3_bind_text(st, k + 4, path[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k + 5, path[i + 1], -1, SQLITE_STATIC);
+        if (reason[i])
+            sqlite3_bind_text(st, k + 6, reason[i], -1, SQLITE_STATIC);
+    }
+    return step_done(s, st);
 }
 
 /* A source that answers its sender (today: FIT-Connect, whose sender
@@ -953,6 +1003,19 @@ static int record_step(rk_store *s, int64_t job_id, const char *from, const char
     return 0;
 }
 
+/* The events of a path (one statement) and the notices of its final
+ * states, as record_step writes them for one step. */
+static int record_path(rk_store *s, int64_t job_id, const char *const *path,
+                       const char *const *reason, size_t steps, const char *actor,
+                       const char *at, int quiet)
+{
+    int rc = add_events(s, job_id, path, reason, steps, actor, at);
+    for (size_t i = 1; !rc && !quiet && i <= steps; i++)
+        if (strcmp(path[i], RK_ST_DELIVERED) == 0 || strcmp(path[i], RK_ST_REJECTED) == 0)
+            rc = add_notice(s, job_id, path[i]);
+    return rc;
+}
+
 /* One log line for the states a job passed in one write: ids, states and
  * the reasons (codes and technical messages, never the citizen's data).
  * One line, not one per step: a line is a write(2), and at thousands of
@@ -1050,10 +1113,9 @@ int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a)
         if ((rc = step_done(s, st)) != 0)
             return rc;
     }
-    for (size_t i = 0; i < a->steps; i++)
-        if ((rc = record_step(s, job_id, a->path[i], a->path[i + 1], a->actor, a->reason[i],
-                              at, a->quiet_source)))
-            return rc;
+    if ((rc = record_path(s, job_id, a->path, a->reason, a->steps, a->actor, at,
+                          a->quiet_source)) != 0)
+        return rc;
     log_path(job_id, a->path, a->reason, a->steps, a->actor);
     return 0;
 }
@@ -1095,12 +1157,20 @@ int rk_store_add_processed(rk_store *s, const rk_submission_in *in, const rk_adv
     if ((rc = step_done(s, st)) != 0)
         return rc;
     *job_id = sqlite3_last_insert_rowid(s->db);
-    if ((rc = record_received(s, in, a->actor, *job_id)) != 0)
+    /* "received" and the steps: one statement */
+    const char *path[EVENTS_MAX + 1] = {NULL, RK_ST_RECEIVED}, *why[EVENTS_MAX];
+    char taken[256];
+    snprintf(taken, sizeof taken, "taken from %s", in->source);
+    why[0] = taken;
+    for (size_t i = 0; i < a->steps; i++) {
+        path[i + 2] = a->path[i + 1];
+        why[i + 1] = a->reason[i];
+    }
+    if ((rc = record_path(s, *job_id, path, why, a->steps + 1, a->actor, at,
+                          a->quiet_source)) != 0)
         return rc;
-    for (size_t i = 0; i < a->steps; i++)
-        if ((rc = record_step(s, *job_id, a->path[i], a->path[i + 1], a->actor, a->reason[i],
-                              at, a->quiet_source)))
-            return rc;
+    rk_info("job", "%lld: received (%zu bytes, sha256 %.12s)", (long long)*job_id, in->size,
+            in->sha256);
     log_path(*job_id, a->path, a->reason, a->steps, a->actor);
     return 0;
 }
