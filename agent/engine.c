@@ -380,6 +380,10 @@ static int pump_notices(rk_engine *e);
 
 static void process_work(uv_work_t *req);
 
+/* The name of the thread pool's threads (one string: rk_thread_name
+ * compares the pointer) */
+static const char WORKER_THREAD[] = "rk-worker";
+
 /*
  * Intake and processing in one step: the file is read, hashed and
  * compressed, then parsed, validated, mapped and checked on the same pool
@@ -390,6 +394,7 @@ static void process_work(uv_work_t *req);
 static void intake_work(uv_work_t *req)
 {
     witem *w = req->data;
+    rk_thread_name(WORKER_THREAD);
     const rk_config *cfg = w->e->cfg;
     if (!w->data) { /* a file of the directory inbox; submitted data is in memory */
         w->rc = rk_inbox_read(&cfg->inbox, w->claimed_path, w->name, &w->data, &w->len,
@@ -675,6 +680,7 @@ static void process_work(uv_work_t *req)
 {
     witem *w = req->data;
     rk_engine *e = w->e;
+    rk_thread_name(WORKER_THREAD);
     if (w->media) {
         w->outcome = P_NOT_XML;
         rk_result_add_anomaly(&w->res, "DATEN_KEIN_XML", NULL, RK_SEV_BLOCK,
@@ -966,6 +972,7 @@ static void deliver_work(uv_work_t *req)
     dpart *head = req->data;
     witem *w0 = head->round;
     slot *s = head->slot;
+    rk_thread_name(WORKER_THREAD);
     const rk_job_connector *jc = &w0->job->connectors[head->ci];
     const rk_config *cfg = w0->e->cfg;
     if (!s->conn) {
@@ -1635,6 +1642,7 @@ static void write_batch(rk_engine *e)
 static void writer_main(void *arg)
 {
     rk_engine *e = arg;
+    rk_thread_name("rk-writer");
     pthread_mutex_lock(&e->wmu);
     for (;;) {
         while (!e->wjob && !e->wstop)

@@ -590,6 +590,7 @@ struct checkpointer {
 static void *checkpoint_main(void *arg)
 {
     checkpointer *c = arg;
+    rk_thread_name("rk-checkpoint");
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->wake && !c->stop)

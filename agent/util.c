@@ -282,6 +282,15 @@ void rk_time_iso(int64_t ms, char *out, size_t outlen)
     snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
+void rk_thread_name(const char *name)
+{
+    static _Thread_local const char *named;
+    if (named == name)
+        return;
+    named = name;
+    (void)pthread_setname_np(pthread_self(), name);
+}
+
 void rk_hex_encode(const unsigned char *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";

@@ -79,6 +79,10 @@ void rk_sha256_hex(const void *data, size_t len, char *out);
 /* n random bytes as lowercase hex (out >= 2n+1 bytes); 0 or -errno. */
 /* n bytes as 2n lowercase hex digits and a NUL (out holds 2n + 1). */
 void rk_hex_encode(const unsigned char *in, size_t n, char *out);
+
+/* Names the calling thread (at most 15 bytes), as top -H, ps -L and perf
+ * show it; once per thread for the pool's threads, which libuv makes. */
+void rk_thread_name(const char *name);
 int rk_random_hex(size_t n, char *out);
 /* A submission uid: 32 lowercase hex digits, the first 12 the time ms
  * (milliseconds since the epoch), the other 20 random (80 bits).  Uids

@@ -409,6 +409,12 @@ def test_files_rekeyd_creates_are_private(tmp_path):
         for f in (os.path.join(rig.archive, "gut.xml"), os.path.join(rig.error, "notiz.txt"),
                   os.path.join(rig.error, "notiz.txt.reason"), rig.target):
             assert mode(f) == 0o600, (f, oct(mode(f)))
+        # the threads carry names for top -H and perf (docs/operations.md)
+        names = set()
+        for tid in os.listdir(f"/proc/{d.pid}/task"):
+            with open(f"/proc/{d.pid}/task/{tid}/comm") as fh:
+                names.add(fh.read().strip())
+        assert {"rekeyd", "rk-writer", "rk-worker", "rk-checkpoint"} <= names, names
     finally:
         d.send_signal(signal.SIGTERM)
         _, err = d.communicate(timeout=30)
