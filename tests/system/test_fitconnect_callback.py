@@ -99,8 +99,8 @@ def test_callback_polls_at_once_and_refuses_bad_ones(tmp_path, keys):
         status, _, data = d.request("POST", "/callbacks/fitconnect/test", raw=body,
                                     headers=signed(body))
         assert (status, json.loads(data)) == (200, {"ok": True})
-        rig.wait_for(lambda: srv.list_calls > n0, 2, "a poll right after the callback")
-        assert time.time() - t0 < 2
+        rig.wait_for(lambda: srv.list_calls > n0, 10, "a poll right after the callback")
+        assert time.time() - t0 < 10  # not after the 10 minutes of the interval
         rig.wait_for(lambda: srv.job_state(sid) is not None, 10, "the submission stored")
         rig.wait_for(lambda: srv.done.get(sid) == "accept", 10, "the accept event")
     finally:
