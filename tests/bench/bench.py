@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -387,9 +388,33 @@ def step_backlog(m, cdir, work, args):
         "cpu_sys_s": round(ru.ru_stime, 2),
         "left_in_inbox": len([f for f in os.listdir(rig.inbox) if not f.startswith(".")]),
     }
+    res["cpu_us_per_document"] = round((ru.ru_utime + ru.ru_stime) / n * 1e6, 1)
+    res.update(writer_stats(rig.log))
     log(f"backlog: {n:,} in {db_s:.2f} s by the queue's timestamps ({wall:.2f} s wall), "
         f"{res['delivered']:,} delivered, {res['review']:,} in review")
     return res
+
+
+WRITER_RE = re.compile(r"engine: (\d+) group commits of ([\d.]+) items on average; "
+                       r"([\d.]+) s on the writer thread: ([\d.]+) s writing, "
+                       r"([\d.]+) s in COMMIT")
+
+
+def writer_stats(logpath):
+    """The writer thread's figures from the line rekeyd logs when it stops
+    (at log level info): commits, items per commit, seconds writing and in
+    COMMIT.  Empty when the line is not there."""
+    try:
+        with open(logpath, errors="replace") as f:
+            found = WRITER_RE.findall(f.read())
+    except OSError:
+        return {}
+    if not found:
+        return {}
+    commits, items, busy, writing, commit = found[-1]
+    return {"writer": {"commits": int(commits), "items_per_commit": float(items),
+                       "busy_s": float(busy), "writing_s": float(writing),
+                       "commit_s": float(commit)}}
 
 
 def step_rate(m, cdir, work, args):
@@ -657,6 +682,15 @@ def table(r):
                      f">= {TARGETS['backlog_per_second']:,}"))
         rows.append(("backlog --once, docs/s (process wall time)",
                      fmt(bl["per_second_wall"]), ""))
+        if bl.get("cpu_us_per_document") is not None:
+            rows.append(("  CPU per document, us (user + system)",
+                         fmt(bl["cpu_us_per_document"]), ""))
+        wr = bl.get("writer")
+        if wr and bl.get("seconds_db"):
+            rows.append(("  writer thread busy, % of the backlog (writing / COMMIT)",
+                         f"{fmt(100 * wr['busy_s'] / bl['seconds_db'])} "
+                         f"({fmt(1e6 * wr['writing_s'] / bl['documents'])} / "
+                         f"{fmt(1e6 * wr['commit_s'] / bl['documents'])} us per doc)", ""))
         if fl:
             rows.append(("ratio to the floor", fmt(bl.get("ratio_to_floor"), nd=2),
                          f">= {TARGETS['ratio_to_floor']}"))

@@ -79,6 +79,11 @@ def test_bench_writes_every_metric(tmp_path):
     assert bl["per_second"] > 0 and bl["per_second_wall"] > 0
     assert bl["ratio_to_floor"] == round(bl["per_second"] / fl["per_second"], 3)
     assert bl["peak_rss_kb"] > 1000
+    # the CPU per document and the writer's figures from rekeyd's last line
+    assert bl["cpu_us_per_document"] > 0
+    wr = bl["writer"]
+    assert wr["commits"] >= 1 and wr["items_per_commit"] > 0
+    assert 0 < wr["writing_s"] <= wr["busy_s"] and 0 < wr["commit_s"] <= wr["busy_s"]
 
     # the steady rate: every file delivered, ordered percentiles
     rt = r["rate"]
@@ -115,7 +120,8 @@ def test_bench_writes_every_metric(tmp_path):
 
     # one table on stdout, the same as in the JSON
     assert r["table"] in p.stdout
-    for label in ("floor: xmllint", "backlog --once", "latency at 100/s", "RSS idle",
+    for label in ("floor: xmllint", "backlog --once", "CPU per document",
+                  "writer thread busy", "latency at 100/s", "RSS idle",
                   "RSS peak, backlog run", "intake, empty queue", "intake, 500 finished"):
         assert label in r["table"], label
 
