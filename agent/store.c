@@ -803,6 +803,27 @@ static int add_event(rk_store *s, int64_t job_id, const char *from, const char *
 
 static char *repeat_sql(const char *head, const char *each, size_t n, const char *tail);
 
+/* The statement head + n times each (comma-separated) + tail, prepared
+ * once into *slot and kept; reset and cleared for the next use.  NULL
+ * when it cannot be prepared (logged). */
+static sqlite3_stmt *repeated_stmt(rk_store *s, sqlite3_stmt **slot, const char *head,
+                                   const char *each, size_t n, const char *tail)
+{
+    if (*slot) {
+        sqlite3_reset(*slot);
+        sqlite3_clear_bindings(*slot);
+        return *slot;
+    }
+    char *sql = repeat_sql(head, each, n, tail);
+    if (!sql || sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) !=
+                    SQLITE_OK) {
+        rk_error("store", "prepare failed: %s", sql ? sqlite3_errmsg(s->db) : "out of memory");
+        *slot = NULL;
+    }
+    free(sql);
+    return *slot;
+}
+
 /* The events of several steps of one job in one statement (rows in the
  * order given, so their ids follow the steps): path[i] -> path[i + 1]
  * for i < steps, because of reason[i].  One INSERT of n rows costs about
@@ -816,22 +837,12 @@ static int add_events(rk_store *s, int64_t job_id, const char *const *path,
         return add_event_at(s, job_id, path[0], path[1], actor, reason[0], at);
     if (steps < 1 || steps > EVENTS_MAX)
         return RK_E_STATE;
-    sqlite3_stmt *st = s->events_ins[steps];
-    if (st) {
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-    } else {
-        char *sql = repeat_sql("INSERT INTO events(job_id, at, actor, from_state, to_state,"
-                               " reason) VALUES ", "(?,?,?,?,?,?)", steps, "");
-        if (!sql || sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                       &s->events_ins[steps], NULL) != SQLITE_OK) {
-            rk_error("store", "prepare failed: %s", sql ? sqlite3_errmsg(s->db) : "out of memory");
-            free(sql);
-            return RK_E_DB;
-        }
-        free(sql);
-        st = s->events_ins[steps];
-    }
+    sqlite3_stmt *st = repeated_stmt(s, &s->events_ins[steps],
+                                     "INSERT INTO events(job_id, at, actor, from_state,"
+                                     " to_state, reason) VALUES ",
+                                     "(?,?,?,?,?,?)", steps, "");
+    if (!st)
+        return RK_E_DB;
     for (size_t i = 0; i < steps; i++) {
         int k = (int)(6 * i);
         sqlite3_bind_int64(st, k + 1, job_id);
@@ -1378,23 +1389,12 @@ static int write_fields(rk_store *s, int64_t job_id, const rk_result *r)
         free(json);
         return !json ? -ENOMEM : !st ? RK_E_DB : rc;
     }
-    sqlite3_stmt *st = s->fields_ins[n];
-    if (st) {
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-    } else {
-        char *sql = repeat_sql("INSERT INTO job_fields(job_id, fieldset, data)"
-                               " VALUES (?, ?, json_array(",
-                               "json_array(?,?,?)", n, "))");
-        if (!sql || sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                       &s->fields_ins[n], NULL) != SQLITE_OK) {
-            rk_error("store", "prepare failed: %s", sql ? sqlite3_errmsg(s->db) : "out of memory");
-            free(sql);
-            return RK_E_DB;
-        }
-        free(sql);
-        st = s->fields_ins[n];
-    }
+    sqlite3_stmt *st = repeated_stmt(s, &s->fields_ins[n],
+                                     "INSERT INTO job_fields(job_id, fieldset, data)"
+                                     " VALUES (?, ?, json_array(",
+                                     "json_array(?,?,?)", n, "))");
+    if (!st)
+        return RK_E_DB;
     sqlite3_bind_int64(st, 1, job_id);
     sqlite3_bind_int64(st, 2, set);
     for (size_t i = 0; i < n; i++) {

@@ -641,20 +641,27 @@ static void test_transition_wrong_from(void **state)
 
 /* Several states in one write: the row once, one event per step with
  * its reason, the match, reference, deadline and delivery columns. */
+/* The path of a new document that passes every rule: received to
+ * delivering, with its match, reference and a deadline of three days. */
+static rk_advance to_delivery(void)
+{
+    return (rk_advance){.actor = "engine",
+                        .path = {RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED, RK_ST_READY,
+                                 RK_ST_DELIVERING},
+                        .reason = {"xsd ok", "19 fields", "all rules passed", NULL},
+                        .steps = 4,
+                        .match = 1, .job = "fischereischein", .job_version = 3,
+                        .root_ns = "urn:a:1", .root_name = "Antrag",
+                        .meta = 1, .reference = "FS-2026-7", .deadline_ms = 3 * DAY_MS};
+}
+
 static void test_advance(void **state)
 {
     fixture *f = *state;
     int64_t id = add(f);
     assert_int_equal(side_exec(f, "UPDATE submissions SET received_at ="
                                   " '2026-01-01T00:00:00.000Z'", NULL, 0), SQLITE_OK);
-    rk_advance a = {.actor = "engine",
-                    .path = {RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED, RK_ST_READY,
-                             RK_ST_DELIVERING},
-                    .reason = {"xsd ok", "19 fields", "all rules passed", NULL},
-                    .steps = 4,
-                    .match = 1, .job = "fischereischein", .job_version = 3,
-                    .root_ns = "urn:a:1", .root_name = "Antrag",
-                    .meta = 1, .reference = "FS-2026-7", .deadline_ms = 3 * DAY_MS};
+    rk_advance a = to_delivery();
     assert_int_equal(rk_store_advance(f->s, id, &a), 0);
     assert_string_equal(q_text(f, "SELECT state || '|' || job || '|' || job_version || '|' ||"
                                   " reference || '|' || deadline_at FROM jobs"),
@@ -692,14 +699,7 @@ static void test_add_processed(void **state)
     rk_submission_in in = {.uid = "uid-p", .source = "dir:/in", .source_ref = "p.xml",
                            .sha256 = sha, .size = strlen(doc), .zpayload = z, .zlen = zlen,
                            .received_ms = T0 + 999};
-    rk_advance a = {.actor = "engine",
-                    .path = {RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED, RK_ST_READY,
-                             RK_ST_DELIVERING},
-                    .reason = {"xsd ok", "19 fields", "all rules passed", NULL},
-                    .steps = 4,
-                    .match = 1, .job = "fischereischein", .job_version = 3,
-                    .root_ns = "urn:a:1", .root_name = "Antrag",
-                    .meta = 1, .reference = "FS-2026-7", .deadline_ms = 3 * DAY_MS};
+    rk_advance a = to_delivery();
     /* a path that does not start at "received" writes nothing */
     rk_advance bad = a;
     bad.path[0] = RK_ST_VALIDATED;
