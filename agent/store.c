@@ -1028,25 +1028,41 @@ static int record_path(rk_store *s, int64_t job_id, const char *const *path,
     return rc;
 }
 
+/* Appends text to buf (cap bytes, NUL-terminated) at n, cut at the end;
+ * returns the new length. */
+static size_t put_text(char *buf, size_t cap, size_t n, const char *text)
+{
+    size_t l = strlen(text);
+    if (n + 1 >= cap)
+        return n;
+    if (l > cap - 1 - n)
+        l = cap - 1 - n;
+    memcpy(buf + n, text, l);
+    buf[n + l] = '\0';
+    return n + l;
+}
+
 /* One log line for the states a job passed in one write: ids, states and
  * the reasons (codes and technical messages, never the citizen's data).
  * One line, not one per step: a line is a write(2), and at thousands of
- * documents a second the lines were a tenth of the daemon's time. */
-static void log_path(int64_t job_id, const char *const *path, const char *const *reason,
-                     size_t steps, const char *actor)
+ * documents a second the lines were a tenth of the daemon's time.  first,
+ * when not NULL, stands for path[0] (a new job's "received (N bytes, …)"). */
+static void log_path(int64_t job_id, const char *first, const char *const *path,
+                     const char *const *reason, size_t steps, const char *actor)
 {
-    char states[160], why[1200];
+    char states[200], why[1200];
     size_t n = 0, m = 0;
     states[0] = why[0] = '\0';
-    for (size_t i = 0; i <= steps && n < sizeof states; i++) {
-        int k = snprintf(states + n, sizeof states - n, "%s%s", i ? " -> " : "", path[i]);
-        n += k > 0 ? (size_t)k : 0;
+    for (size_t i = 0; i <= steps; i++) {
+        if (i)
+            n = put_text(states, sizeof states, n, " -> ");
+        n = put_text(states, sizeof states, n, i == 0 && first ? first : path[i]);
     }
-    for (size_t i = 0; i < steps && m < sizeof why; i++) {
+    for (size_t i = 0; i < steps; i++) {
         if (!reason[i])
             continue;
-        int k = snprintf(why + m, sizeof why - m, "%s%s", m ? "; " : ": ", reason[i]);
-        m += k > 0 ? (size_t)k : 0;
+        m = put_text(why, sizeof why, m, m ? "; " : ": ");
+        m = put_text(why, sizeof why, m, reason[i]);
     }
     rk_log(strcmp(path[steps], RK_ST_FAILED) == 0 ? RK_LOG_LVL_WARN : RK_LOG_LVL_INFO, "job",
            "%lld: %s by %s%s", (long long)job_id, states, actor, why);
@@ -1128,7 +1144,7 @@ int rk_store_advance(rk_store *s, int64_t job_id, const rk_advance *a)
     if ((rc = record_path(s, job_id, a->path, a->reason, a->steps, a->actor, at,
                           a->quiet_source)) != 0)
         return rc;
-    log_path(job_id, a->path, a->reason, a->steps, a->actor);
+    log_path(job_id, NULL, a->path, a->reason, a->steps, a->actor);
     return 0;
 }
 
@@ -1181,9 +1197,10 @@ int rk_store_add_processed(rk_store *s, const rk_submission_in *in, const rk_adv
     if ((rc = record_path(s, *job_id, path, why, a->steps + 1, a->actor, at,
                           a->quiet_source)) != 0)
         return rc;
-    rk_info("job", "%lld: received (%zu bytes, sha256 %.12s)", (long long)*job_id, in->size,
-            in->sha256);
-    log_path(*job_id, a->path, a->reason, a->steps, a->actor);
+    /* one line: "received (N bytes, sha256 …) -> validated -> …" */
+    char first[96];
+    snprintf(first, sizeof first, "received (%zu bytes, sha256 %.12s)", in->size, in->sha256);
+    log_path(*job_id, first, a->path, a->reason, a->steps, a->actor);
     return 0;
 }
 
@@ -1211,7 +1228,7 @@ int rk_store_transition(rk_store *s, int64_t job_id, const char *from, const cha
         return rc;
     if ((rc = record_step(s, job_id, cur, to, actor, reason, at, 0)) != 0)
         return rc;
-    log_path(job_id, (const char *[]){cur, to}, &reason, 1, actor);
+    log_path(job_id, NULL, (const char *[]){cur, to}, &reason, 1, actor);
     return 0;
 }
 

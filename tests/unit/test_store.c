@@ -708,9 +708,25 @@ static void test_add_processed(void **state)
     int64_t id = 0;
     assert_int_equal(rk_store_add_processed(f->s, &in, &bad, &id), RK_E_STATE);
     assert_int_equal(count_where(f, "submissions", NULL), 0);
+    rk_buf lines;
+    rk_buf_init(&lines, 1 << 16);
+    rk_log_set_level(RK_LOG_LVL_INFO);
+    rk_log_hold(&lines);
     assert_int_equal(rk_store_add_processed(f->s, &in, &a, &id), 0);
+    rk_buf_append(&lines, "", 1); /* a C string */
+    rk_log_drop();
+    rk_log_hold(NULL);
+    rk_log_set_level(RK_LOG_LVL_ERROR);
     free(z);
     assert_true(id > 0);
+    /* one log line for the new job: its receipt and every step */
+    char want[300];
+    snprintf(want, sizeof want, "INFO job: %lld: received (4 bytes, sha256 %.12s) ->"
+             " validated -> mapped -> ready -> delivering by engine: xsd ok; 19 fields;"
+             " all rules passed\n", (long long)id, sha);
+    assert_non_null(strstr(lines.data, want));
+    assert_null(strstr(strstr(lines.data, "INFO job:") + 1, "INFO job:"));
+    rk_buf_free(&lines);
     /* the deadline counts from the second of receipt, as rk_store_advance's */
     assert_string_equal(q_text(f, "SELECT state || '|' || job || '|' || job_version || '|' ||"
                                   " reference || '|' || deadline_at || '|' || created_at ||"
