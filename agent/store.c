@@ -2183,17 +2183,40 @@ static json_t *job_rows_json(sqlite3_stmt *st)
 
 json_t *rk_store_find_json(rk_store *s, const rk_list_filter *f)
 {
-    static const char sql[] =
-        JOB_LIST_FROM
-        " WHERE (?2 IS NULL OR j.state = ?2) AND (?3 IS NULL OR j.job = ?3)"
-        " AND (?4 IS NULL OR s.source = ?4) AND (?5 IS NULL OR s.source_ref = ?5)"
-        " AND (?6 IS NULL OR j.reference = ?6)"
-        " AND (?7 IS NULL OR EXISTS (SELECT 1 FROM anomalies a WHERE a.job_id = j.id"
-        "      AND a.code = ?7 AND a.resolved_at IS NULL))"
-        " AND (?8 IS NULL OR s.received_at >= ?8) AND (?9 IS NULL OR s.received_at < ?9)"
-        " AND (?10 = 0 OR (j.deadline_at < ?1 AND j.state IN ('review','failed')))"
-        " AND (?11 = 0 OR j.id < ?11)"
-        " ORDER BY j.id DESC LIMIT ?12";
+    /* Only the filters given go into the WHERE clause, as plain
+     * comparisons: "(?N IS NULL OR col = ?N)" keeps SQLite from using an
+     * index, so a look-up by reference (Antragsnummer) read the whole
+     * queue; now it uses jobs_reference, jobs_state, jobs_job or
+     * submissions_source_ref (with the source).  The parameters keep
+     * their numbers whichever are used. */
+    char sql[2048];
+    size_t n = (size_t)snprintf(sql, sizeof sql, "%s WHERE 1", JOB_LIST_FROM);
+    static const char *const cond[12] = {
+        [2] = " AND j.state = ?2",
+        [3] = " AND j.job = ?3",
+        [4] = " AND s.source = ?4",
+        [5] = " AND s.source_ref = ?5",
+        [6] = " AND j.reference = ?6",
+        [7] = " AND EXISTS (SELECT 1 FROM anomalies a WHERE a.job_id = j.id"
+              " AND a.code = ?7 AND a.resolved_at IS NULL)",
+        [8] = " AND s.received_at >= ?8",
+        [9] = " AND s.received_at < ?9",
+        [10] = " AND j.deadline_at < ?1 AND j.state IN ('review','failed')",
+        [11] = " AND j.id < ?11",
+    };
+    const int given[12] = {[2] = !!f->state,      [3] = !!f->job,       [4] = !!f->source,
+                           [5] = !!f->source_ref, [6] = !!f->reference, [7] = !!f->code,
+                           [8] = !!f->since,      [9] = !!f->until,     [10] = !!f->overdue,
+                           [11] = f->before_id != 0};
+    for (int i = 2; i < 12; i++)
+        if (given[i])
+            n += (size_t)snprintf(sql + n, sizeof sql - n, "%s", cond[i]);
+    /* a file name without its source: the few sources, found by skipping
+     * through the index, let the index serve (1 s → 0.2 s for a million) */
+    if (given[5] && !given[4])
+        n += (size_t)snprintf(sql + n, sizeof sql - n,
+                              " AND s.source IN (SELECT DISTINCT source FROM submissions)");
+    snprintf(sql + n, sizeof sql - n, " ORDER BY j.id DESC LIMIT ?12");
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
         rk_error("store", "find: %s", sqlite3_errmsg(s->db));

@@ -1314,6 +1314,62 @@ static void test_status_json_counts(void **state)
     json_decref(o);
 }
 
+/* The ids of rk_store_find_json(f), newest first, as "3,2,1". */
+static const char *found(fixture *f, rk_list_filter flt)
+{
+    static char out[256];
+    json_t *rows = rk_store_find_json(f->s, &flt);
+    assert_non_null(rows);
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < json_array_size(rows); i++)
+        n += (size_t)snprintf(out + n, sizeof out - n, "%s%lld", i ? "," : "",
+                              (long long)json_integer_value(
+                                  json_object_get(json_array_get(rows, i), "id")));
+    json_decref(rows);
+    return out;
+}
+
+/* Each filter of the job list alone and together (the WHERE clause holds
+ * only the filters given, so that SQLite can use the indexes). */
+static void test_find_filters(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add_doc(f, "a.xml", "<A/>", T0);
+    int64_t b = add_doc(f, "b.xml", "<A/>", T0 + DAY_MS);
+    int64_t c = add_doc(f, "a.xml", "<A/>", T0 + 2 * DAY_MS); /* the name again */
+    char msg[256];
+    if (side_exec(f, "UPDATE submissions SET source = 'http:portal' WHERE id = 3;"
+                     "UPDATE jobs SET reference = 'FS-1' WHERE id IN (1, 3);"
+                     "UPDATE jobs SET reference = 'FS-2', deadline_at = 1 WHERE id = 2",
+                  msg, sizeof msg) != SQLITE_OK)
+        fail_msg("%s", msg);
+    set_job(f, a, "fisch", 1);
+    set_job(f, b, "park", 1);
+    set_job(f, c, "fisch", 1);
+    assert_int_equal(rk_store_transition(f->s, b, NULL, RK_ST_REVIEW, "t", NULL), 0);
+    assert_int_equal(rk_store_add_anomaly(f->s, c, "A1", "x", RK_SEV_BLOCK, "m"), 0);
+    (void)a;
+    assert_string_equal(found(f, (rk_list_filter){0}), "3,2,1");
+    assert_string_equal(found(f, (rk_list_filter){.state = RK_ST_REVIEW}), "2");
+    assert_string_equal(found(f, (rk_list_filter){.job = "fisch"}), "3,1");
+    assert_string_equal(found(f, (rk_list_filter){.source = "dir:/in"}), "2,1");
+    assert_string_equal(found(f, (rk_list_filter){.source_ref = "a.xml"}), "3,1");
+    assert_string_equal(found(f, (rk_list_filter){.source = "http:portal",
+                                                  .source_ref = "a.xml"}), "3");
+    assert_string_equal(found(f, (rk_list_filter){.source_ref = "nope.xml"}), "");
+    assert_string_equal(found(f, (rk_list_filter){.reference = "FS-1"}), "3,1");
+    assert_string_equal(found(f, (rk_list_filter){.reference = "FS-1", .job = "fisch",
+                                                  .source = "dir:/in"}), "1");
+    assert_string_equal(found(f, (rk_list_filter){.code = "A1"}), "3");
+    assert_string_equal(found(f, (rk_list_filter){.since = "2026-01-02"}), "3,2");
+    assert_string_equal(found(f, (rk_list_filter){.until = "2026-01-02"}), "1");
+    assert_string_equal(found(f, (rk_list_filter){.overdue = 1}), "2");
+    assert_string_equal(found(f, (rk_list_filter){.before_id = 3}), "2,1");
+    assert_string_equal(found(f, (rk_list_filter){.limit = 2}), "3,2");
+    assert_string_equal(found(f, (rk_list_filter){.state = RK_ST_REVIEW, .job = "fisch"}), "");
+}
+
 static void test_list_json(void **state)
 {
     fixture *f = *state;
@@ -1631,6 +1687,7 @@ int main(void)
         T(test_pending),
         T(test_status_json_empty),
         T(test_status_json_counts),
+        T(test_find_filters),
         T(test_list_json),
         T(test_show_json),
         T(test_group_commit_rollback),
