@@ -233,6 +233,28 @@ static const char *const migrations[] = {
     "DROP INDEX IF EXISTS jobs_deadline;"
     "CREATE INDEX jobs_deadline ON jobs(state, deadline_at) WHERE state IN ('review','failed');"
     "DROP INDEX IF EXISTS events_at;",
+    /* 10: a delivery's state checked by comparisons: SQLite (3.40) made a
+     * temporary b-tree of the four-value IN list for every row written,
+     * half of the cost of writing a delivery row.  A constraint cannot be
+     * changed in place, so the table is copied (ids kept). */
+    "CREATE TABLE deliveries_new ("
+    "  id INTEGER PRIMARY KEY,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  name TEXT NOT NULL,"
+    "  plugin TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state = 'pending' OR state = 'delivered'"
+    "                             OR state = 'refused' OR state = 'failed'),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  idempotency_key TEXT NOT NULL,"
+    "  target_id TEXT,"
+    "  last_error TEXT,"
+    "  updated_at TEXT NOT NULL,"
+    "  UNIQUE (job_id, name));"
+    "INSERT INTO deliveries_new(id, job_id, name, plugin, state, attempts, idempotency_key,"
+    "  target_id, last_error, updated_at) SELECT id, job_id, name, plugin, state, attempts,"
+    "  idempotency_key, target_id, last_error, updated_at FROM deliveries;"
+    "DROP TABLE deliveries;"
+    "ALTER TABLE deliveries_new RENAME TO deliveries;",
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSION,
                "RK_STORE_SCHEMA_VERSION in store.h must count the migrations");

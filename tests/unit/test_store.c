@@ -350,6 +350,51 @@ static void test_schema9_indexes(void **state)
     assert_int_equal(count_where(f, "jobs", "state = 'review'"), 1);
 }
 
+/* Schema 10: the deliveries table copied with its state checked by
+ * comparisons; rows and ids stay, a bad state is still refused, and
+ * writing a row no longer builds a temporary b-tree for the check. */
+static void test_schema10_delivery_check(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f);
+    rk_delivery d;
+    assert_int_equal(rk_store_delivery_get(f->s, a, "sqlite", "sqlite", "k1", &d), 0);
+    assert_int_equal(rk_store_delivery_record(f->s, &d, "delivered", 1, NULL, "7"), 0);
+    rk_store_close(f->s);
+    f->s = NULL;
+    char msg[256];
+    if (side_exec(f, "DROP TABLE deliveries; CREATE TABLE deliveries ("
+                     "  id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL REFERENCES jobs(id),"
+                     "  name TEXT NOT NULL, plugin TEXT NOT NULL,"
+                     "  state TEXT NOT NULL CHECK (state IN ('pending','delivered','refused',"
+                     "  'failed')), attempts INTEGER NOT NULL DEFAULT 0,"
+                     "  idempotency_key TEXT NOT NULL, target_id TEXT, last_error TEXT,"
+                     "  updated_at TEXT NOT NULL, UNIQUE (job_id, name));"
+                     "INSERT INTO deliveries VALUES (5, 1, 'sqlite', 'sqlite', 'delivered', 1,"
+                     "  'k1', '7', NULL, 't');"
+                     "PRAGMA user_version = 9;", msg, sizeof msg) != SQLITE_OK)
+        fail_msg("making a schema 9 database: %s", msg);
+    assert_int_equal(rk_store_open(f->db, 0, &f->s, f->err, sizeof f->err), 0);
+    assert_int_equal(q_int(f, "PRAGMA user_version"), SCHEMA_VERSION);
+    assert_string_equal(q_text(f, "SELECT id || '|' || job_id || '|' || state || '|' ||"
+                                  " idempotency_key || '|' || target_id FROM deliveries"),
+                        "5|1|delivered|k1|7");
+    assert_int_equal(count_where(f, "sqlite_master", "name = 'deliveries_new'"), 0);
+    assert_int_equal(side_exec(f, "INSERT INTO deliveries(job_id, name, plugin, state,"
+                                  " idempotency_key, updated_at) VALUES (1, 'x', 'x', 'bogus',"
+                                  " 'k2', 't')", msg, sizeof msg), SQLITE_CONSTRAINT);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(f->side, "EXPLAIN INSERT INTO deliveries(job_id, name,"
+                                                 " plugin, state, idempotency_key, updated_at)"
+                                                 " VALUES (1, 'y', 'y', 'pending', 'k3', 't')",
+                                        -1, &st, NULL), SQLITE_OK);
+    int ephemeral = 0;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        ephemeral += strcmp((const char *)sqlite3_column_text(st, 1), "OpenEphemeral") == 0;
+    sqlite3_finalize(st);
+    assert_int_equal(ephemeral, 0);
+}
+
 static void test_newer_schema_refused(void **state)
 {
     fixture *f = *state;
@@ -1656,6 +1701,7 @@ int main(void)
         T(test_reopen_does_not_migrate_again),
         T(test_fields_migrated_to_rows_per_job),
         T(test_schema9_indexes),
+        T(test_schema10_delivery_check),
         T(test_newer_schema_refused),
         T(test_newer_schema_refused_readonly),
         T(test_readonly_missing_file),
