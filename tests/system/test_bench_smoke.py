@@ -83,7 +83,9 @@ def test_bench_writes_every_metric(tmp_path):
     assert bl["cpu_us_per_document"] > 0
     wr = bl["writer"]
     assert wr["commits"] >= 1 and wr["items_per_commit"] > 0
-    assert 0 < wr["writing_s"] <= wr["busy_s"] and 0 < wr["commit_s"] <= wr["busy_s"]
+    # printed in ms: a small run's COMMITs may round to 0.000 s
+    assert wr["busy_s"] > 0
+    assert 0 <= wr["writing_s"] <= wr["busy_s"] and 0 <= wr["commit_s"] <= wr["busy_s"]
 
     # the steady rate: every file delivered, ordered percentiles
     rt = r["rate"]
