@@ -14,7 +14,7 @@ Steps, each on the same corpus of N generated submissions:
             peak RSS from wait4();
   rate      rekeyd running normally; the harness drops files into the
             inbox at a steady rate (write .NAME.tmp, rename) for a fixed
-            time; latency = delivered event's `at` minus the rename time;
+            time; latency = delivered event's `at` minus the time of the rename;
             idle RSS (VmHWM 2 s after start, nothing to do) and the peak
             RSS of the run from /proc/PID/status;
   intake    rekeyd --once on the same K files against an empty queue and
@@ -476,8 +476,12 @@ def step_rate(m, cdir, work, args):
             tmp = os.path.join(rig.inbox, "." + name + ".tmp")
             with open(tmp, "wb") as f:
                 f.write(data)
+            # the time just before the rename, in whole ms as rekeyd
+            # stamps receipt: rekeyd may take the file before a time read
+            # after the rename, which made "arrival -> received" negative
+            before = time.time()
             os.rename(tmp, os.path.join(rig.inbox, name))
-            arrival[name] = time.time() * 1000.0
+            arrival[name] = float(int(before * 1000.0))
             if wall_first is None:
                 wall_first = time.monotonic()
             if time.monotonic() - last_log >= 5:
