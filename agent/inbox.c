@@ -1271,8 +1271,8 @@ const rk_inbox_config *rk_inbox_config_of(const rk_inbox *in) { return &in->cfg;
  * descriptor keeps the file it opened.  0 or a negative error with the
  * reason in err.
  */
-static int read_claimed(const char *path, size_t max, char **out, size_t *outlen, char *err,
-                        size_t errlen)
+static int read_claimed(const char *path, size_t max, int restrict_it, char **out,
+                        size_t *outlen, char *err, size_t errlen)
 {
     /* O_NOATIME: reading a new file would otherwise write its inode (its
      * access time), a journalled write per document; allowed only for
@@ -1307,11 +1307,12 @@ static int read_claimed(const char *path, size_t max, char **out, size_t *outlen
                 (long long)a.st_size, max);
         return RK_E_LIMIT;
     }
-    /* 0600, as if rekey had written it (the portal may have dropped it
-     * 0644): done here, on the open file, so that the archive keeps it
+    /* a claimed file: 0600, as if rekey had written it (the portal may
+     * have dropped it 0644): done here, on the open file, so that the
+     * archive keeps it
      * without opening the file again on the loop thread (see
      * restrict_mode); best effort, as there */
-    if (a.st_mode & 07177)
+    if (restrict_it && (a.st_mode & 07177))
         (void)fchmod(fd, a.st_mode & 0600);
     /* one buffer of the size fstat gave, read into directly; one byte
      * more shows a file that grew, and the second fstat below any change
@@ -1362,15 +1363,16 @@ static int read_claimed(const char *path, size_t max, char **out, size_t *outlen
  * the file, so an operator reading error/NAME.reason knows what to
  * change.  The ratio check mirrors rk_inflate's own output cap to tell
  * the two limits apart. */
-int rk_inbox_read(const rk_inbox_config *cfg, const char *claimed_path, const char *name,
-                  char **data, size_t *len, char *err, size_t errlen)
+static int read_file(const rk_inbox_config *cfg, const char *claimed_path, const char *name,
+                     int restrict_it, char **data, size_t *len, char *err, size_t errlen)
 {
     rk_inbox_config c = with_defaults(cfg);
     char *raw = NULL;
     size_t rawlen = 0;
     *data = NULL;
     *len = 0;
-    int rc = read_claimed(claimed_path, c.max_file_size, &raw, &rawlen, err, errlen);
+    int rc = read_claimed(claimed_path, c.max_file_size, restrict_it, &raw, &rawlen, err,
+                          errlen);
     if (rc)
         return rc;
     if (rawlen == 0) {
@@ -1413,6 +1415,18 @@ int rk_inbox_read(const rk_inbox_config *cfg, const char *claimed_path, const ch
     *data = outp;
     *len = outlen;
     return 0;
+}
+
+int rk_inbox_read(const rk_inbox_config *cfg, const char *claimed_path, const char *name,
+                  char **data, size_t *len, char *err, size_t errlen)
+{
+    return read_file(cfg, claimed_path, name, 1, data, len, err, errlen);
+}
+
+int rk_inbox_read_file(const rk_inbox_config *cfg, const char *path, char **data, size_t *len,
+                       char *err, size_t errlen)
+{
+    return read_file(cfg, path, NULL, 0, data, len, err, errlen);
 }
 
 /* A name from the claim callback never holds '/'; refuse one that does

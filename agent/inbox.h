@@ -79,6 +79,11 @@ void rk_inbox_set_list_max(rk_inbox *in, size_t n);
 int rk_inbox_read(const rk_inbox_config *cfg, const char *claimed_path,
                   const char *name, char **data, size_t *len,
                   char *err, size_t errlen);
+/* Reads any file the same way (limits, gunzip) without changing it: a
+ * claimed file is made 0600 by rk_inbox_read, a user's file given to
+ * `rekeyctl map` keeps its mode. */
+int rk_inbox_read_file(const rk_inbox_config *cfg, const char *path, char **data, size_t *len,
+                       char *err, size_t errlen);
 
 /* After durable intake: move to the archive folder (keeping the original
  * name, made unique) or delete.  0 or a negative error.  rk_inbox_read

@@ -2601,7 +2601,7 @@ static int cmd_map(ctl *c)
     size_t len = 0;
     rk_inbox_config icfg;
     memset(&icfg, 0, sizeof icfg);
-    int rc = rk_inbox_read(&icfg, xmlfile, NULL, &data, &len, err, sizeof err);
+    int rc = rk_inbox_read_file(&icfg, xmlfile, &data, &len, err, sizeof err);
     if (rc) {
         fprintf(c->err, "rekeyctl: cannot read %s: %s\n", xmlfile, err);
         rk_job_unref(job);

@@ -88,7 +88,12 @@ def map_run(job, sample, *extra):
 
 
 def test_map_dry_run_exit_codes(tmp_path):
+    sample = os.path.join(DATA, "samples/besucherparkausweis-01-tag.xml")
+    mode = os.stat(sample).st_mode
     ok = map_run("besucherparkausweis", "samples/besucherparkausweis-01-tag.xml", "--json")
+    # a dry run reads the file and changes nothing about it (the inbox
+    # makes only the files it claimed 0600)
+    assert os.stat(sample).st_mode == mode
     assert ok.returncode == 0, ok.stderr
     o = json.loads(ok.stdout)
     assert o["delivered"] is True and o["anomalies"] == []
