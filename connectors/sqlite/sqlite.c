@@ -23,6 +23,7 @@
  * be identifiers as above (at most 63 bytes, not one of the rk_ columns
  * or SQLite's rowid aliases) and are double-quoted; values are bound.
  */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "rekey_connector.h"
@@ -60,8 +62,84 @@ typedef struct sq_stmt {
     sqlite3_stmt *stmt;   /* the prepared INSERT for that field set */
 } sq_stmt;
 
+/*
+ * rekeyd opens one instance per job, and the jobs of a municipality often
+ * share one target file.  SQLite lets one connection write at a time; the
+ * others met SQLITE_BUSY and slept in sq_busy, polling (thousands of
+ * 0.1-3 ms sleeps per 20,000 deliveries, each holding a worker thread
+ * past the moment the lock was free).  The instances of one process that
+ * write the same file (same device and inode) take a mutex of that file
+ * around their write transaction instead: the next one starts the moment
+ * the last one committed.  The busy handler still waits for writers of
+ * other processes (the Fachverfahren itself, another rekeyd).
+ */
+typedef struct sq_file {
+    struct sq_file *next;
+    dev_t dev;
+    ino_t ino;
+    int refs;
+    pthread_mutex_t mu;
+} sq_file;
+
+static pthread_mutex_t sq_files_mu = PTHREAD_MUTEX_INITIALIZER;
+static sq_file *sq_files;
+
+/* The lock of the file at path, shared with the other instances writing
+ * it; NULL when it cannot be told (no such file yet, out of memory): the
+ * instance then relies on the busy handler alone. */
+static sq_file *sq_file_ref(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return NULL;
+    pthread_mutex_lock(&sq_files_mu);
+    sq_file *f = sq_files;
+    while (f && !(f->dev == st.st_dev && f->ino == st.st_ino))
+        f = f->next;
+    if (!f && (f = calloc(1, sizeof *f)) != NULL) {
+        f->dev = st.st_dev;
+        f->ino = st.st_ino;
+        pthread_mutex_init(&f->mu, NULL);
+        f->next = sq_files;
+        sq_files = f;
+    }
+    if (f)
+        f->refs++;
+    pthread_mutex_unlock(&sq_files_mu);
+    return f;
+}
+
+static void sq_file_unref(sq_file *f)
+{
+    if (!f)
+        return;
+    pthread_mutex_lock(&sq_files_mu);
+    if (--f->refs == 0) {
+        sq_file **pp = &sq_files;
+        while (*pp != f)
+            pp = &(*pp)->next;
+        *pp = f->next;
+        pthread_mutex_destroy(&f->mu);
+        free(f);
+    }
+    pthread_mutex_unlock(&sq_files_mu);
+}
+
+static void sq_file_lock(sq_file *f)
+{
+    if (f)
+        pthread_mutex_lock(&f->mu);
+}
+
+static void sq_file_unlock(sq_file *f)
+{
+    if (f)
+        pthread_mutex_unlock(&f->mu);
+}
+
 typedef struct sq_inst {
     sqlite3 *db;
+    sq_file *file;        /* the target file's write lock in this process */
     char *table;          /* validated identifier */
     int create_table;
     int busy_ms;
@@ -530,7 +608,10 @@ static int sq_open(const rk_connector_open_args *args, void **instance, char *er
                              NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_handler(in->db, sq_busy, in);
+    if (rc == SQLITE_OK)
+        in->file = sq_file_ref(database); /* the file exists once opened */
     if (rc == SQLITE_OK) {
+        sq_file_lock(in->file);
         /* switching to WAL needs the database to itself: when another
          * instance is creating the same new target at this moment, it is
          * done at the first delivery instead (which answers RETRY while
@@ -540,6 +621,7 @@ static int sq_open(const rk_connector_open_args *args, void **instance, char *er
             in->wal_pending = 1;
             rc = SQLITE_OK;
         }
+        sq_file_unlock(in->file);
     }
     if (rc != SQLITE_OK) {
         snprintf(err, err_size, "cannot open target database '%s': %s", database,
@@ -677,9 +759,10 @@ static rk_deliver_status sq_deliver(void *instance, const rk_record *rec,
                                     rk_deliver_result *res)
 {
     sq_inst *in = instance;
-    if (sq_wal(in, res))
-        return RK_DELIVER_RETRY;
-    return sq_put(in, rec, res);
+    sq_file_lock(in->file);
+    rk_deliver_status st = sq_wal(in, res) ? RK_DELIVER_RETRY : sq_put(in, rec, res);
+    sq_file_unlock(in->file);
+    return st;
 }
 
 /*
@@ -691,10 +774,21 @@ static rk_deliver_status sq_deliver(void *instance, const rk_record *rec,
  * written so far and every one not yet tried.  A failed COMMIT turns every
  * OK into RETRY: nothing of the batch is in the target.
  */
+static void sq_write_batch(sq_inst *in, size_t n, const rk_record *const *records,
+                           rk_deliver_result *const *results, rk_deliver_status *status);
+
 static void sq_deliver_batch(void *instance, size_t n, const rk_record *const *records,
                              rk_deliver_result *const *results, rk_deliver_status *status)
 {
     sq_inst *in = instance;
+    sq_file_lock(in->file);
+    sq_write_batch(in, n, records, results, status);
+    sq_file_unlock(in->file);
+}
+
+static void sq_write_batch(sq_inst *in, size_t n, const rk_record *const *records,
+                           rk_deliver_result *const *results, rk_deliver_status *status)
+{
     if (sq_wal(in, results[0])) {
         for (size_t i = 0; i < n; i++) {
             status[i] = RK_DELIVER_RETRY;
@@ -758,6 +852,7 @@ static void sq_close(void *instance)
         return;
     sq_forget(in);
     sqlite3_close_v2(in->db);
+    sq_file_unref(in->file);
     free(in->table);
     free(in);
 }

@@ -666,6 +666,69 @@ static void test_sqlite_busy_wait(void **state)
     assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 2);
 }
 
+/* Two instances writing one target file from two threads, as rekeyd's
+ * workers do for two jobs with one Fachverfahren. */
+typedef struct twin {
+    rk_conn *c;
+    const char *prefix;
+    int ok, other;
+} twin;
+
+static void *twin_deliver(void *arg)
+{
+    twin *t = arg;
+    rk_kv f[] = {{"nachname", "Muster"}};
+    for (int b = 0; b < 100; b++) {
+        char keys[5][32];
+        rk_record r[5];
+        const rk_record *rp[5];
+        char msg[5][256];
+        rk_conn_answer out[5];
+        for (int i = 0; i < 5; i++) {
+            snprintf(keys[i], sizeof keys[i], "%s-%d-%d", t->prefix, b, i);
+            r[i] = mkrec(keys[i], f, 1);
+            rp[i] = &r[i];
+            out[i] = (rk_conn_answer){RK_DELIVER_RETRY, msg[i], sizeof msg[i], NULL, 0, 0};
+        }
+        rk_conn_deliver_batch(t->c, 5, rp, out);
+        for (int i = 0; i < 5; i++)
+            out[i].status == RK_DELIVER_OK ? t->ok++ : t->other++;
+    }
+    return NULL;
+}
+
+/* The instances of one process that write the same file take turns by a
+ * lock of their own instead of meeting SQLite's busy lock: with
+ * busy_timeout_ms = 0 (no waiting for a lock at all) two threads
+ * delivering at once through two instances never get RETRY, and every
+ * row is there.  (Without that lock, half of the records met the other
+ * instance's write transaction and answered RETRY.) */
+static void test_sqlite_instances_share_file(void **state)
+{
+    (void)state;
+    const char *db = tmp_path("shared.db");
+    twin a = {open_sqlite(db, "antrag", "busy_timeout_ms", "0", NULL), "a", 0, 0};
+    twin b = {open_sqlite(db, "antrag", "busy_timeout_ms", "0", NULL), "b", 0, 0};
+    /* the table exists before the race (its creation is a write too) */
+    rk_kv f[] = {{"nachname", "Muster"}};
+    assert_int_equal(deliver(a.c, "first", f, 1).st, RK_DELIVER_OK);
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, twin_deliver, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, twin_deliver, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a.other + b.other, 0);
+    assert_int_equal(a.ok, 500);
+    assert_int_equal(b.ok, 500);
+    rk_conn_close(a.c);
+    /* the lock outlives one instance's close: the other still writes */
+    assert_int_equal(deliver(b.c, "last", f, 1).st, RK_DELIVER_OK);
+    rk_conn_close(b.c);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM antrag"), 1002);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM antrag WHERE rk_idempotency_key "
+                               "LIKE 'b-%'"), 500);
+}
+
 /* A constraint of the target other than the key: PERMANENT, naming the
  * column, never the value. */
 static void test_sqlite_constraint(void **state)
@@ -864,6 +927,7 @@ int main(void)
         cmocka_unit_test(test_sqlite_identifiers),
         cmocka_unit_test(test_sqlite_busy),
         cmocka_unit_test(test_sqlite_busy_wait),
+        cmocka_unit_test(test_sqlite_instances_share_file),
         cmocka_unit_test(test_sqlite_constraint),
         cmocka_unit_test(test_sqlite_batch),
         cmocka_unit_test(test_sqlite_no_create),
