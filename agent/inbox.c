@@ -50,6 +50,7 @@
 #define DEBOUNCE_MS 5
 #define MAX_UNIQUE 1000 /* NAME, NAME.1 .. NAME.999 in archive/error */
 #define MAX_CLAIM_SLOTS 1000
+#define CLAIMED_DIR ".claimed" /* in the inbox folder */
 
 #define DEF_RESCAN_MS 2000u
 #define DEF_MAX_FILE ((size_t)10 * 1024 * 1024)
@@ -294,27 +295,32 @@ static int mkdir_p(const char *path)
  * where the file system has it; link+unlink where it does not (NFS):
  * link() fails atomically on an existing name; last a check-then-rename
  * for file systems without hard links.  -EXDEV is passed up. */
-static int move_noreplace(const char *src, const char *dst)
+static int move_noreplace_at(int sdfd, const char *src, int ddfd, const char *dst)
 {
-    if (renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) == 0)
+    if (renameat2(sdfd, src, ddfd, dst, RENAME_NOREPLACE) == 0)
         return 0;
     int e = errno;
     if (e != EINVAL && e != ENOSYS && e != ENOTSUP)
         return -e;
-    if (link(src, dst) == 0) {
-        if (unlink(src) == 0)
+    if (linkat(sdfd, src, ddfd, dst, 0) == 0) {
+        if (unlinkat(sdfd, src, 0) == 0)
             return 0;
         e = errno;
-        unlink(dst);
+        unlinkat(ddfd, dst, 0);
         return -e;
     }
     e = errno;
     if (e == EEXIST || e == ENOENT || e == EXDEV)
         return -e;
     struct stat st;
-    if (lstat(dst, &st) == 0)
+    if (fstatat(ddfd, dst, &st, AT_SYMLINK_NOFOLLOW) == 0)
         return -EEXIST;
-    return rename(src, dst) == 0 ? 0 : -errno;
+    return renameat(sdfd, src, ddfd, dst) == 0 ? 0 : -errno;
+}
+
+static int move_noreplace(const char *src, const char *dst)
+{
+    return move_noreplace_at(AT_FDCWD, src, AT_FDCWD, dst);
 }
 
 /* Copies src into a new hidden temporary file in dir (0600, fsynced,
@@ -535,25 +541,37 @@ static int to_error(rk_inbox *in, const char *src, const char *ename, const char
  * names with its ID, on the loop thread, so the check for a free slot
  * cannot race; the rename itself decides between competing instances.
  * The claimed path goes to out.  0, -ENOENT (gone: another instance took
- * it) or another -errno. */
-static int claim_rename(rk_inbox *in, const char *dir, const char *name,
+ * it) or another -errno.  With inbox_fd (the inbox folder the scan has
+ * open, dir being the inbox) both names are looked up from that folder:
+ * ".claimed/NAME.ID" instead of two absolute paths walked from the root,
+ * per file of a backlog. */
+static int claim_rename(rk_inbox *in, int inbox_fd, const char *dir, const char *name,
                         const char *src_name, char *out, size_t outlen)
 {
     char src[PATH_MAX];
     int rc = join(src, sizeof src, dir, src_name, NULL);
     if (rc)
         return rc;
+    size_t base = strlen(in->claimed) + 1; /* out + base: the name in .claimed/ */
     for (unsigned n = 1; n <= MAX_CLAIM_SLOTS; n++) {
         char suffix[32];
-        if (n == 1)
-            snprintf(suffix, sizeof suffix, ".%s", in->id);
-        else
-            snprintf(suffix, sizeof suffix, ".%s-%u", in->id, n);
+        suffix[0] = '.';
+        memcpy(suffix + 1, in->id, ID_HEX + 1);
+        if (n > 1)
+            snprintf(suffix + 1 + ID_HEX, sizeof suffix - 1 - ID_HEX, "-%u", n);
         if ((rc = join(out, outlen, in->claimed, name, suffix)) != 0)
             return rc;
         /* one system call where the file system has RENAME_NOREPLACE (a
          * claim was an lstat and a rename) */
-        if ((rc = move_noreplace(src, out)) != -EEXIST)
+        if (inbox_fd >= 0) {
+            char rel[PATH_MAX];
+            if ((rc = join(rel, sizeof rel, CLAIMED_DIR, out + base, NULL)) != 0)
+                return rc;
+            rc = move_noreplace_at(inbox_fd, src_name, inbox_fd, rel);
+        } else {
+            rc = move_noreplace(src, out);
+        }
+        if (rc != -EEXIST)
             return rc;
     }
     return -EEXIST;
@@ -719,7 +737,7 @@ static int leftovers_collect(rk_inbox *in)
             continue;
         }
         char cpath[PATH_MAX];
-        int r = claim_rename(in, in->claimed, orig, names[i], cpath, sizeof cpath);
+        int r = claim_rename(in, -1, in->claimed, orig, names[i], cpath, sizeof cpath);
         if (r == -ENOENT) {
             rk_debug(COMP, "instance %s: leftover %s taken by another instance", in->id,
                      log_name(names[i], lname, sizeof lname));
@@ -831,7 +849,7 @@ static void deliver(rk_inbox *in, const char *cpath, const char *name, int recov
  * would not even fit the claim suffix.  0 (taken or refused), -ENOENT
  * (another instance took it) or another error (logged once, retried
  * quietly on later scans: stuck). */
-static int take(rk_inbox *in, const char *name, int stuck)
+static int take(rk_inbox *in, int inbox_fd, const char *name, int stuck)
 {
     char cpath[PATH_MAX], lname[LOGNAME_MAX];
     const char *why = name_problem(name);
@@ -840,7 +858,7 @@ static int take(rk_inbox *in, const char *name, int stuck)
             return -ENAMETOOLONG;
         return refuse(in, cpath, name, why);
     }
-    int rc = claim_rename(in, in->path, name, name, cpath, sizeof cpath);
+    int rc = claim_rename(in, inbox_fd, in->path, name, name, cpath, sizeof cpath);
     if (rc == -ENOENT) {
         rk_debug(COMP, "instance %s: %s was taken by another instance", in->id,
                  log_name(name, lname, sizeof lname));
@@ -938,8 +956,16 @@ static void scan_once(rk_inbox *in)
             truncated = 1;
             break;
         }
-        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode))
+        if (in->cfg.settle_ms == 0 && de->d_type == DT_REG) {
+            /* taken at once whatever its size and time: the listing
+             * already says it is a regular file (the reader checks again
+             * on the open file), so no stat per file of a backlog */
+            memset(&st, 0, sizeof st);
+            st.st_mode = S_IFREG;
+        } else if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                   S_ISDIR(st.st_mode)) {
             continue; /* gone, or a folder (archive/error may live inside) */
+        }
         const char *special = special_kind(dfd, de->d_name, &st);
         if (special == SKIP)
             continue;
@@ -972,8 +998,8 @@ static void scan_once(rk_inbox *in)
         cur[ncur].special = special;
         ncur++;
     }
-    closedir(d);
     if (oom) {
+        closedir(d);
         rk_error(COMP, "instance %s: out of memory while scanning", in->id);
         seen_free(cur, ncur);
         in->idle = 0;
@@ -1018,7 +1044,7 @@ static void scan_once(rk_inbox *in)
              * claim callback in the middle of this loop) */
             deferred++;
         } else if (settled && !in->stopping) {
-            int rc = take(in, f.name, f.stuck);
+            int rc = take(in, dfd, f.name, f.stuck);
             if (rc == 0 || rc == -ENOENT) {
                 taken++;
                 free(f.name);
@@ -1032,6 +1058,7 @@ static void scan_once(rk_inbox *in)
         }
         cur[keep++] = f; /* compaction keeps the name order */
     }
+    closedir(d); /* open until here: the claims rename relative to it */
     seen_free(in->seen, in->nseen);
     in->seen = cur;
     in->nseen = keep;
@@ -1185,14 +1212,14 @@ int rk_inbox_start(uv_loop_t *loop, const rk_inbox_config *cfg, rk_inbox_claim_c
     in->error = rk_strndup(cfg->error_dir, strlen(cfg->error_dir));
     if (in->cfg.archive_dir)
         in->archive = rk_strndup(cfg->archive_dir, strlen(cfg->archive_dir));
-    size_t cl = strlen(cfg->path) + sizeof "/.claimed";
+    size_t cl = strlen(cfg->path) + sizeof "/" CLAIMED_DIR;
     in->claimed = malloc(cl);
     if (!in->path || !in->error || !in->claimed || (in->cfg.archive_dir && !in->archive)) {
         inbox_free(in);
         set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    snprintf(in->claimed, cl, "%s/.claimed", cfg->path);
+    snprintf(in->claimed, cl, "%s/" CLAIMED_DIR, cfg->path);
     in->cfg.path = in->path;
     in->cfg.error_dir = in->error;
     in->cfg.archive_dir = in->archive;

@@ -550,6 +550,52 @@ static void test_ignored_entries(void **state)
     finish(f, in, NULL);
 }
 
+/* settle_ms = 0 takes files from the listing without a stat per file:
+ * a fresh regular file is taken on the first scan, and what is not a
+ * regular file is still told apart (links and FIFOs to error/, folders
+ * and dot files left), as with a settle time. */
+static void test_settle_zero_listing(void **state)
+{
+    fx *f = *state;
+    rk_inbox_config c = cfg_of(f, 0);
+    c.settle_ms = 0;
+    rk_inbox *in = NULL;
+    char err[256] = "";
+    assert_int_equal(rk_inbox_start(&f->loop, &c, on_claim, f, &in, err, sizeof err), 0);
+    char p[PATH_MAX], target[PATH_MAX];
+    drop(f->inbox, "fresh.xml", "<a/>", 4); /* just written: no settle wait */
+    drop(f->inbox, ".partial.xml", "<p", 2);
+    path_in(p, sizeof p, f->inbox, "folder.xml");
+    assert_int_equal(mkdir(p, 0700), 0);
+    path_in(target, sizeof target, f->dir, "outside.xml");
+    write_path(target, "wb", "<secret/>", 9);
+    path_in(p, sizeof p, f->inbox, "link.xml");
+    assert_int_equal(symlink(target, p), 0);
+    path_in(p, sizeof p, f->inbox, "pipe.xml");
+    assert_int_equal(mkfifo(p, 0600), 0);
+    rk_inbox_scan(in);
+    assert_int_equal(f->n, 1);
+    assert_string_equal(f->c[0].name, "fresh.xml");
+    assert_int_equal(rk_inbox_idle(in), 1);
+    assert_int_equal(count_entries(f->inbox), 3); /* .partial.xml, folder.xml, .claimed */
+    assert_int_equal(count_entries(f->error), 4); /* link + pipe, each with a reason */
+    path_in(p, sizeof p, f->error, "link.xml.reason");
+    assert_non_null(strstr(slurp(p), "symbolic link"));
+    path_in(p, sizeof p, f->error, "pipe.xml.reason");
+    assert_non_null(strstr(slurp(p), "FIFO"));
+    /* held: files wait, and are taken once the hold ends */
+    rk_inbox_hold(in, 1);
+    drop(f->inbox, "later.xml", "<b/>", 4);
+    rk_inbox_scan(in);
+    assert_int_equal(f->n, 1);
+    assert_int_equal(rk_inbox_idle(in), 0);
+    rk_inbox_hold(in, 0);
+    run_for(f, 20);
+    assert_int_equal(f->n, 2);
+    assert_string_equal(f->c[1].name, "later.xml");
+    finish(f, in, NULL);
+}
+
 /* Names other than *.xml / *.xml.gz go to error/ with a reason; the
  * suffix test ignores case. */
 static void test_non_xml_refused(void **state)
@@ -944,6 +990,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_inboxes_claim_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_processes_claim_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ignored_entries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_zero_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_non_xml_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_archives, setup, teardown),

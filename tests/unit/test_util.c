@@ -435,6 +435,13 @@ static void test_time_iso(void **state)
     assert_int_equal(out[10], 'T');
     assert_int_equal(out[23], 'Z');
     assert_true(strncmp(out, "2020", 4) > 0);
+    /* a short buffer gets the stamp cut, NUL-terminated */
+    char small[11];
+    memset(small, 'x', sizeof small);
+    rk_time_iso(951782400007LL, small, sizeof small);
+    assert_string_equal(small, "2000-02-29");
+    rk_time_iso(951782400007LL, small, 0); /* no room: nothing written */
+    assert_string_equal(small, "2000-02-29");
 }
 
 static void test_random_hex(void **state)
@@ -467,6 +474,20 @@ static void test_uid_new(void **state)
     char now[33];
     assert_int_equal(rk_uid_new(rk_now_ms(), now), 0);
     assert_true(strcmp(c, now) < 0);
+    /* the random parts come from a pool refilled every 64 uids: 300 uids
+     * of one millisecond (past four refills) are all distinct */
+    enum { N = 300 };
+    char (*many)[33] = calloc(N, 33);
+    assert_non_null(many);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(rk_uid_new(1767225600000LL, many[i]), 0);
+        assert_int_equal(strspn(many[i], "0123456789abcdef"), 32);
+        assert_memory_equal(many[i], "019b76daa800", 12);
+    }
+    qsort(many, N, 33, (int (*)(const void *, const void *))strcmp);
+    for (int i = 1; i < N; i++)
+        assert_string_not_equal(many[i - 1], many[i]);
+    free(many);
 }
 
 static void test_strerror(void **state)
