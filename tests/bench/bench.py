@@ -55,7 +55,7 @@ REKEYD = os.path.join(ROOT, "agent", "rekeyd")
 FINAL = ("delivered", "review", "failed", "rejected")
 SEED_SAMPLES = ["fischereischein-01-erstausstellung.xml", "besucherparkausweis-01-tag.xml",
                 "gewerbeanmeldung-01-einzelunternehmen.xml"]
-BIGQUEUE_VERSION = 2
+BIGQUEUE_VERSION = 3
 
 # the targets (2-core machine, ~2 KB documents): reported beside
 # the figures, never asserted

@@ -14,6 +14,7 @@ A column this module does not know is copied from the template row as
 it is; a table that gains a UNIQUE column it does not know makes the
 INSERT fail with a message naming this file.
 """
+import hashlib
 import sqlite3
 import time
 
@@ -58,6 +59,9 @@ def _build(con, q, log, batch):
     con.execute("PRAGMA journal_mode=OFF")
     con.execute("PRAGMA synchronous=OFF")
     con.execute("PRAGMA cache_size=-1000000")
+    con.create_function("rk_bench_key", 1,
+                        lambda i: hashlib.sha256(b"bench-dupkey-%d" % i).hexdigest(),
+                        deterministic=True)
     con.execute("PRAGMA temp_store=MEMORY")
     con.execute("CREATE TEMP TABLE tpl(k INTEGER PRIMARY KEY, job_id INTEGER, sub_id INTEGER,"
                 " uid TEXT)")
@@ -121,7 +125,10 @@ def _build(con, q, log, batch):
         if table == "deliveries":
             over["idempotency_key"] = f"replace(t.idempotency_key, tp.uid, {new_uid})"
         if table == "dupkeys":
-            over["key"] = f"printf('%064x', {new_job})"
+            # spread over the key space as real ones (SHA-256 hex): keys
+            # counting up from 0000… sat in one corner of the index, so
+            # new keys never met the clones' pages
+            over["key"] = f"rk_bench_key({new_job})"
             over["at_ms"] = f"CAST(({base} + s.i * {step}) * 1000 AS INTEGER)"
         plans.append((table, cols, select_list(table, cols, over,
                                                sample_row(table, "job_id = ?", tpl[0][0])),
