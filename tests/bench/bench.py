@@ -147,11 +147,18 @@ def git_commit():
 
 def place(src, dst):
     """Puts a corpus file into an inbox: a hard link when possible (the
-    daemon renames or deletes the link, the corpus stays), else a copy."""
+    daemon renames or deletes the link, the corpus stays), else a copy.
+    The file is read once, so that it is in the page cache as a file the
+    portal has just written would be: after other big files (the copies
+    of the 1M-job queue) pushed the corpus out of the cache, a backlog run
+    read its files from the disk (an eighth of its time in one profile)."""
     try:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
+    with open(dst, "rb") as f:
+        while f.read(1 << 16):
+            pass
 
 
 class Rig:
