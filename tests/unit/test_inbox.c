@@ -516,6 +516,19 @@ static void test_two_processes_claim_once(void **state)
     finish(f, in, NULL);
 }
 
+/* A folder "folder.xml" in the inbox and a symbolic link "link.xml" to a
+ * file outside it (path in target), which must never be read. */
+static void drop_folder_and_link(fx *f, char *target, size_t targetlen)
+{
+    char p[PATH_MAX];
+    path_in(p, sizeof p, f->inbox, "folder.xml");
+    assert_int_equal(mkdir(p, 0700), 0);
+    path_in(target, targetlen, f->dir, "outside.xml");
+    write_path(target, "wb", "<secret/>", 9);
+    path_in(p, sizeof p, f->inbox, "link.xml");
+    assert_int_equal(symlink(target, p), 0);
+}
+
 /* Dot files, folders and symlinks are not candidates. */
 static void test_ignored_entries(void **state)
 {
@@ -526,12 +539,7 @@ static void test_ignored_entries(void **state)
     path_in(p, sizeof p, f->inbox, ".partial");
     write_path(p, "wb", "x", 1);
     set_old(p);
-    path_in(p, sizeof p, f->inbox, "folder.xml");
-    assert_int_equal(mkdir(p, 0700), 0);
-    path_in(target, sizeof target, f->dir, "outside.xml");
-    write_path(target, "wb", "<secret/>", 9);
-    path_in(p, sizeof p, f->inbox, "link.xml");
-    assert_int_equal(symlink(target, p), 0);
+    drop_folder_and_link(f, target, sizeof target);
     rk_inbox_scan(in);
     run_for(f, SETTLE + 30);
     rk_inbox_scan(in);
@@ -565,12 +573,7 @@ static void test_settle_zero_listing(void **state)
     char p[PATH_MAX], target[PATH_MAX];
     drop(f->inbox, "fresh.xml", "<a/>", 4); /* just written: no settle wait */
     drop(f->inbox, ".partial.xml", "<p", 2);
-    path_in(p, sizeof p, f->inbox, "folder.xml");
-    assert_int_equal(mkdir(p, 0700), 0);
-    path_in(target, sizeof target, f->dir, "outside.xml");
-    write_path(target, "wb", "<secret/>", 9);
-    path_in(p, sizeof p, f->inbox, "link.xml");
-    assert_int_equal(symlink(target, p), 0);
+    drop_folder_and_link(f, target, sizeof target);
     path_in(p, sizeof p, f->inbox, "pipe.xml");
     assert_int_equal(mkfifo(p, 0600), 0);
     rk_inbox_scan(in);
