@@ -348,8 +348,16 @@ int rk_uid_new(int64_t ms, char *out)
     static __thread unsigned char pool[UID_POOL];
     static __thread size_t used = UID_POOL;
     if (used == UID_POOL) {
-        if (getrandom(pool, sizeof pool, 0) != (ssize_t)sizeof pool)
-            return errno ? -errno : -EIO;
+        /* more than 256 bytes may come in parts (a signal in between) */
+        size_t got = 0;
+        while (got < sizeof pool) {
+            ssize_t n = getrandom(pool + got, sizeof pool - got, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                return n < 0 ? -errno : -EIO;
+            got += (size_t)n;
+        }
         used = 0;
     }
     unsigned long long t = (unsigned long long)ms & 0xffffffffffffULL;

@@ -775,18 +775,6 @@ static rk_deliver_status sq_deliver(void *instance, const rk_record *rec,
  * OK into RETRY: nothing of the batch is in the target.
  */
 static void sq_write_batch(sq_inst *in, size_t n, const rk_record *const *records,
-                           rk_deliver_result *const *results, rk_deliver_status *status);
-
-static void sq_deliver_batch(void *instance, size_t n, const rk_record *const *records,
-                             rk_deliver_result *const *results, rk_deliver_status *status)
-{
-    sq_inst *in = instance;
-    sq_file_lock(in->file);
-    sq_write_batch(in, n, records, results, status);
-    sq_file_unlock(in->file);
-}
-
-static void sq_write_batch(sq_inst *in, size_t n, const rk_record *const *records,
                            rk_deliver_result *const *results, rk_deliver_status *status)
 {
     if (sq_wal(in, results[0])) {
@@ -843,6 +831,16 @@ static void sq_write_batch(sq_inst *in, size_t n, const rk_record *const *record
         if (results[j]->target_id && results[j]->target_id_size)
             results[j]->target_id[0] = '\0';
     }
+}
+
+/* The batch under the target file's lock (see sq_file). */
+static void sq_deliver_batch(void *instance, size_t n, const rk_record *const *records,
+                             rk_deliver_result *const *results, rk_deliver_status *status)
+{
+    sq_inst *in = instance;
+    sq_file_lock(in->file);
+    sq_write_batch(in, n, records, results, status);
+    sq_file_unlock(in->file);
 }
 
 static void sq_close(void *instance)
