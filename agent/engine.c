@@ -2002,6 +2002,31 @@ static int on_pending(const rk_pending *p, void *arg)
     return 0;
 }
 
+/* Reads the duplicate keys of the jobs' longest window into memory now
+ * (rk_store_dup_prepare), not at the first document that needs them:
+ * at start and after a reload, which may bring a longer window. */
+static void dup_prepare(rk_engine *e)
+{
+    double days = 0;
+    for (size_t i = 0; i < rk_registry_count(e->reg); i++) {
+        const rk_job *job = rk_registry_at(e->reg, i);
+        for (size_t r = 0; r < job->n_rules; r++)
+            if (job->rules[r].kind == RK_RULE_DUPLICATE && job->rules[r].num[0] > days)
+                days = job->rules[r].num[0];
+    }
+    if (days <= 0)
+        return;
+    int64_t t0 = rk_now_ms();
+    size_t n = 0;
+    int rc = rk_store_dup_prepare(e->store, days, &n);
+    if (rc)
+        rk_warn("store", "reading the duplicate keys failed (%s); they are read at the"
+                " first look-up", rk_strerror(rc));
+    else
+        rk_info("store", "duplicate keys of the last %g days: %zu in memory (%lld ms)", days,
+                n, (long long)(rk_now_ms() - t0));
+}
+
 static void recover(rk_engine *e)
 {
     static const char *const st[] = {RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED,
@@ -2146,6 +2171,7 @@ void rk_engine_reload(rk_engine *e)
         rk_info("jobs", "reloaded: %zu jobs%s", rk_registry_count(e->reg),
                 errors ? " (some files have errors, see above)" : "");
     free(errors);
+    dup_prepare(e);
     /* connector instances reopen when a round of the new version arrives;
      * a reload also resumes paused connectors */
     int64_t cleared = 0;
@@ -2257,6 +2283,7 @@ int rk_engine_start(uv_loop_t *loop, const rk_config *cfg, int once,
     e->last_purge_ms = rk_now_ms() - 3600000 + 60000; /* first purge a minute after start */
     load_pauses(e);
     recover(e);
+    dup_prepare(e);
     rc = rk_inbox_start(loop, &cfg->inbox, on_claim, e, &e->inbox, err, errlen);
     if (rc) {
         /* no inbox: close what was opened and report */

@@ -19,6 +19,7 @@
 
 #include <sqlite3.h>
 
+#include "keyset.h"
 #include "util.h"
 
 const char *const rk_states[] = {
@@ -255,6 +256,23 @@ static const char *const migrations[] = {
     "  idempotency_key, target_id, last_error, updated_at FROM deliveries;"
     "DROP TABLE deliveries;"
     "ALTER TABLE deliveries_new RENAME TO deliveries;",
+    /* 11: the duplicate keys are looked up in memory (rk_keyset, loaded
+     * by id), so the table is written in arrival order: ids that never
+     * come back (AUTOINCREMENT), so that reading on from the highest id
+     * seen finds every key another connection added, and an index by
+     * job (ids grow) for checking a candidate and for the purge, in
+     * place of the index by key, whose inserts each dirtied a random
+     * page (docs/performance.md, step 38) */
+    "CREATE TABLE dupkeys_new ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  key TEXT NOT NULL,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  at_ms INTEGER NOT NULL);"
+    "INSERT INTO dupkeys_new(id, key, job_id, at_ms)"
+    "  SELECT rowid, key, job_id, at_ms FROM dupkeys ORDER BY rowid;"
+    "DROP TABLE dupkeys;"
+    "ALTER TABLE dupkeys_new RENAME TO dupkeys;"
+    "CREATE INDEX dupkeys_job ON dupkeys(job_id);",
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == RK_STORE_SCHEMA_VERSION,
                "RK_STORE_SCHEMA_VERSION in store.h must count the migrations");
@@ -279,6 +297,8 @@ enum {
     Q_LOAD_ANOM,
     Q_DUP_FIND,
     Q_DUP_ADD,
+    Q_DUP_LOAD,
+    Q_DATA_VERSION,
     Q_DLV_ADD,
     Q_DLV_LOAD,
     Q_DLV_SET,
@@ -318,13 +338,17 @@ static const char *const sql_text[Q_COUNT] = {
                       " WHERE job_id = ? ORDER BY ord",
     [Q_LOAD_ANOM] = "SELECT code, field, severity, message FROM anomalies"
                     " WHERE job_id = ? ORDER BY id",
-    /* a replay of the same submission is not a duplicate of itself */
-    [Q_DUP_FIND] = "SELECT d.job_id FROM dupkeys d JOIN jobs j ON j.id = d.job_id"
-                   " WHERE d.key = ?1 AND d.at_ms >= ?2 AND d.job_id <> ?3"
+    /* a candidate of the key set (?4) checked: the same key, inside the
+     * window, not rejected; a replay of the same submission is not a
+     * duplicate of itself */
+    [Q_DUP_FIND] = "SELECT d.at_ms FROM dupkeys d JOIN jobs j ON j.id = d.job_id"
+                   " WHERE d.job_id = ?4 AND d.key = ?1 AND d.at_ms >= ?2 AND d.job_id <> ?3"
                    " AND j.state <> 'rejected' AND j.submission_id IS NOT"
                    " (SELECT submission_id FROM jobs WHERE id = ?3)"
                    " ORDER BY d.at_ms DESC LIMIT 1",
     [Q_DUP_ADD] = "INSERT INTO dupkeys(key, job_id, at_ms) VALUES (?,?,?)",
+    [Q_DUP_LOAD] = "SELECT id, key, job_id FROM dupkeys WHERE id > ?1 AND at_ms >= ?2",
+    [Q_DATA_VERSION] = "PRAGMA data_version",
     [Q_DLV_ADD] = "INSERT OR IGNORE INTO deliveries(job_id, name, plugin, state,"
                   " idempotency_key, updated_at) VALUES (?,?,?,'pending',?,?)",
     [Q_DLV_LOAD] = "SELECT id, name, state, attempts, idempotency_key FROM deliveries"
@@ -390,6 +414,17 @@ struct rk_store {
     sqlite3_stmt *events_ins[EVENTS_MAX + 1]; /* add_events' INSERT, by its rows */
     fieldset sets[FIELDSETS_CACHED];
     size_t sets_next;
+    /* the duplicate keys in memory (rk_store_dup_find): every key of the
+     * table from `from` on, as of data_version `dv`, up to id `mark` */
+    struct {
+        rk_keyset set;
+        int loaded;
+        int in_txn;     /* loaded inside the open transaction */
+        int64_t from;   /* at_ms of the oldest key read */
+        int64_t mark;   /* the highest id read from the table */
+        int64_t dv;
+        size_t n_read;  /* rows read by the last load */
+    } dup;
 };
 
 static void fieldset_free(fieldset *f)
@@ -723,17 +758,28 @@ void rk_store_close(rk_store *s)
     for (int i = 0; i <= EVENTS_MAX; i++)
         sqlite3_finalize(s->events_ins[i]);
     fieldsets_forget(s);
+    rk_keyset_free(&s->dup.set);
     sqlite3_close(s->db);
     free(s);
 }
 
 const char *rk_store_errmsg(rk_store *s) { return sqlite3_errmsg(s->db); }
 
+static int dup_sync(rk_store *s);
+static void dup_undo(rk_store *s);
+
 int rk_store_begin(rk_store *s)
 {
     int rc = exec(s, "BEGIN IMMEDIATE");
-    if (!rc)
-        s->in_txn = 1;
+    if (rc)
+        return rc;
+    s->in_txn = 1;
+    /* the keys other connections committed are read now, while this
+     * connection holds the write lock and has written nothing */
+    s->dup.in_txn = 0;
+    rc = dup_sync(s);
+    if (rc)
+        rk_store_rollback(s);
     return rc;
 }
 
@@ -741,8 +787,11 @@ int rk_store_commit(rk_store *s)
 {
     s->in_txn = 0;
     int rc = exec(s, "COMMIT");
-    if (rc)
+    if (rc) {
         fieldsets_forget(s);
+        dup_undo(s);
+    }
+    s->dup.in_txn = 0;
     return rc;
 }
 
@@ -750,6 +799,7 @@ int rk_store_rollback(rk_store *s)
 {
     s->in_txn = 0;
     fieldsets_forget(s);
+    dup_undo(s);
     /* SQLITE_FULL and some I/O errors roll back by themselves: a second
      * ROLLBACK would only log "no transaction is active" */
     if (sqlite3_get_autocommit(s->db))
@@ -790,8 +840,10 @@ int rk_store_savepoint(rk_store *s)
 int rk_store_savepoint_end(rk_store *s, int keep)
 {
     sqlite3_stmt *st;
-    if (!keep)
+    if (!keep) {
         fieldsets_forget(s);
+        dup_undo(s);
+    }
     if (!keep && (!(st = stmt(s, Q_ROLLBACK_TO)) || step_done(s, st)))
         return RK_E_DB;
     st = stmt(s, Q_RELEASE);
@@ -1544,21 +1596,169 @@ int rk_store_load_result(rk_store *s, int64_t job_id, rk_result *r)
     return rc == SQLITE_DONE ? 0 : RK_E_DB;
 }
 
+/* ---- duplicate keys -----------------------------------------------------
+ *
+ * The keys are held in memory (rk_keyset: hash -> job), read from the
+ * table once and then on from its highest id; the table is written in
+ * id order and indexed by job only.  A hit of the set is a candidate,
+ * checked against the table and the job (Q_DUP_FIND), so an entry whose
+ * row went away (a rollback, a purge) finds nothing.  What the set must
+ * never miss is a committed key:
+ *   - keys of this connection go into the set when written;
+ *   - keys other connections committed are read at the start of each
+ *     write transaction (and of each look-up outside one) when
+ *     data_version moved; ids never come back (AUTOINCREMENT), so
+ *     reading from the highest id seen finds them all;
+ *   - the set read inside a transaction has seen that transaction's own
+ *     rows: if it rolls back, those ids are free again, so the set is
+ *     dropped and read anew when next needed.
+ */
+
+static void dup_forget(rk_store *s)
+{
+    rk_keyset_free(&s->dup.set);
+    s->dup.loaded = 0;
+    s->dup.in_txn = 0;
+}
+
+/* Called when writes of the open transaction are undone. */
+static void dup_undo(rk_store *s)
+{
+    if (s->dup.loaded && s->dup.in_txn)
+        dup_forget(s);
+}
+
+/* Reads the keys with id > mark and at_ms >= from into the set. */
+static int dup_read(rk_store *s, int64_t from)
+{
+    sqlite3_stmt *st = stmt(s, Q_DUP_LOAD);
+    if (!st)
+        return RK_E_DB;
+    sqlite3_bind_int64(st, 1, s->dup.mark);
+    sqlite3_bind_int64(st, 2, from);
+    int rc;
+    s->dup.n_read = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        const char *key = (const char *)sqlite3_column_text(st, 1);
+        if (id > s->dup.mark)
+            s->dup.mark = id;
+        if (key && rk_keyset_add(&s->dup.set, rk_keyset_hash(key),
+                                 sqlite3_column_int64(st, 2)) != 0) {
+            sqlite3_reset(st);
+            dup_forget(s);
+            return -ENOMEM;
+        }
+        s->dup.n_read++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        rk_error("store", "reading the duplicate keys failed: %s", sqlite3_errmsg(s->db));
+        dup_forget(s);
+        return RK_E_DB;
+    }
+    return 0;
+}
+
+static int data_version(rk_store *s, int64_t *dv)
+{
+    sqlite3_stmt *st = stmt(s, Q_DATA_VERSION);
+    if (!st)
+        return RK_E_DB;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *dv = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : RK_E_DB;
+}
+
+/* Reads the keys committed by other connections since the last read. */
+static int dup_sync(rk_store *s)
+{
+    if (!s->dup.loaded)
+        return 0;
+    int64_t dv;
+    int rc = data_version(s, &dv);
+    if (rc || dv == s->dup.dv)
+        return rc;
+    s->dup.dv = dv;
+    return dup_read(s, INT64_MIN);
+}
+
+/* Reads every key from `from` on (the version first: a commit after it
+ * is read again by the next dup_sync, never missed). */
+static int dup_load(rk_store *s, int64_t from)
+{
+    dup_forget(s);
+    int rc = data_version(s, &s->dup.dv);
+    if (rc)
+        return rc;
+    s->dup.mark = 0;
+    s->dup.from = from;
+    s->dup.loaded = 1;
+    s->dup.in_txn = s->in_txn;
+    return dup_read(s, from);
+}
+
+/* The set holds every key from `from` on and every committed one. */
+static int dup_ready(rk_store *s, int64_t from)
+{
+    if (s->dup.loaded && s->dup.from > from)
+        dup_forget(s); /* a longer window than read */
+    if (!s->dup.loaded)
+        return dup_load(s, from);
+    return s->in_txn ? 0 : dup_sync(s);
+}
+
+static int64_t dup_from(double days, int64_t now_ms)
+{
+    return now_ms - (int64_t)(days * 86400000.0);
+}
+
+int rk_store_dup_prepare(rk_store *s, double days, size_t *n_keys)
+{
+    int64_t t0 = rk_now_ms();
+    int rc = dup_ready(s, dup_from(days, t0));
+    if (!rc && n_keys)
+        *n_keys = s->dup.set.n;
+    return rc;
+}
+
 int rk_store_dup_find(rk_store *s, int64_t job_id, const char *key, double days,
                       int64_t now_ms, int64_t *other)
 {
     *other = 0;
-    sqlite3_stmt *st = stmt(s, Q_DUP_FIND);
-    if (!st)
-        return RK_E_DB;
-    bind_text(st, 1, key);
-    sqlite3_bind_int64(st, 2, now_ms - (int64_t)(days * 86400000.0));
-    sqlite3_bind_int64(st, 3, job_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *other = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : RK_E_DB;
+    int64_t from = dup_from(days, now_ms);
+    int rc = dup_ready(s, from);
+    if (rc)
+        return rc;
+    uint64_t h = rk_keyset_hash(key);
+    size_t pos = rk_keyset_first(&s->dup.set, h);
+    int64_t cand, newest = INT64_MIN;
+    while (rk_keyset_next(&s->dup.set, h, &pos, &cand)) {
+        if (cand == job_id)
+            continue;
+        sqlite3_stmt *st = stmt(s, Q_DUP_FIND);
+        if (!st)
+            return RK_E_DB;
+        bind_text(st, 1, key);
+        sqlite3_bind_int64(st, 2, from);
+        sqlite3_bind_int64(st, 3, job_id);
+        sqlite3_bind_int64(st, 4, cand);
+        rc = sqlite3_step(st);
+        /* the newest; of two at the same time, the later job */
+        if (rc == SQLITE_ROW) {
+            int64_t at = sqlite3_column_int64(st, 0);
+            if (at > newest || (at == newest && cand > *other)) {
+                newest = at;
+                *other = cand;
+            }
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return RK_E_DB;
+    }
+    return 0;
 }
 
 int rk_store_dup_add(rk_store *s, int64_t job_id, const char *key, int64_t now_ms)
@@ -1569,7 +1769,10 @@ int rk_store_dup_add(rk_store *s, int64_t job_id, const char *key, int64_t now_m
     bind_text(st, 1, key);
     sqlite3_bind_int64(st, 2, job_id);
     sqlite3_bind_int64(st, 3, now_ms);
-    return step_done(s, st);
+    int rc = step_done(s, st);
+    if (!rc && s->dup.loaded && rk_keyset_add(&s->dup.set, rk_keyset_hash(key), job_id) != 0)
+        dup_forget(s); /* read again from the table when next needed */
+    return rc;
 }
 
 int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days,
@@ -2164,7 +2367,9 @@ int rk_store_purge(rk_store *s, int64_t cutoff_ms, const char *job, int dry_run,
 
 int64_t rk_store_data_version(rk_store *s)
 {
-    return scalar(s, "PRAGMA data_version", 0, NULL);
+    int64_t dv = 0;
+    data_version(s, &dv);
+    return dv;
 }
 
 /* Steps st to its end and finalizes it: one JSON object per row of the job

@@ -38,7 +38,7 @@ typedef struct rk_store rk_store;
 
 /* The schema version this rekey writes (PRAGMA user_version): the number
  * of migrations in store.c. */
-#define RK_STORE_SCHEMA_VERSION 10
+#define RK_STORE_SCHEMA_VERSION 11
 
 #define RK_STORE_READONLY 0x1 /* rekeyctl's read commands */
 #define RK_STORE_SYNC_NORMAL 0x2 /* synchronous=NORMAL instead of FULL */
@@ -162,6 +162,10 @@ int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days
 int rk_store_dup_find(rk_store *s, int64_t job_id, const char *key, double days,
                       int64_t now_ms, int64_t *other);
 int rk_store_dup_add(rk_store *s, int64_t job_id, const char *key, int64_t now_ms);
+/* The duplicate keys are looked up in memory (26-51 bytes per key);
+ * this reads those of the last `days` now (it happens at the first
+ * look-up otherwise) and reports in *n_keys how many the set holds. */
+int rk_store_dup_prepare(rk_store *s, double days, size_t *n_keys);
 
 /* One delivery of a job to one of its connectors.  States: pending (not
  * yet in the target), delivered, refused (PERMANENT), failed (attempts

@@ -130,13 +130,20 @@ def test_bench_writes_every_metric(tmp_path):
         assert it[side]["per_second"] == round(sorted(
             one[side]["per_second"] for one in it["by_pass"])[1], 1)
     assert it["full_vs_empty"] == sorted(one["full_vs_empty"] for one in it["by_pass"])[1]
+    # the duplicate keys rekeyd read at its start: none for an empty
+    # queue; the full queue's (its clones' and the seed Fischereischein's)
+    # in the first pass, which runs the empty side first
+    for one in it["by_pass"]:
+        assert one["empty"]["dup_keys"] == 0 and one["empty"]["dup_keys_ms"] >= 0
+    assert it["by_pass"][0]["full"]["dup_keys"] == it["queue_rows"]["dupkeys"] + 1
+    assert it["by_pass"][0]["full"]["dup_keys_ms"] >= 0
 
     # one table on stdout, the same as in the JSON
     assert r["table"] in p.stdout
     for label in ("floor: xmllint", "backlog --once", "CPU per document",
                   "writer thread busy", "latency at 100/s", "RSS idle",
                   "RSS peak, backlog run", "intake, empty queue", "intake, 500 finished",
-                  "by pass (3 x 66 files"):
+                  "by pass (3 x 66 files", "duplicate keys read / ms"):
         assert label in r["table"], label
 
 

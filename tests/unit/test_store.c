@@ -1205,6 +1205,106 @@ static void test_dup_check_ignores_rejected(void **state)
     assert_int_equal(other, b);
 }
 
+/* Keys committed by another connection are found: outside a
+ * transaction and inside the next write transaction, after the set was
+ * read (it is held in memory, read on from the highest id seen). */
+static void test_dup_sees_other_connections(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f), b = add(f), c = add(f);
+    int64_t other = -1;
+    assert_int_equal(rk_store_dup_find(f->s, 0, "K", 30, T0, &other), 0);
+    assert_int_equal(other, 0); /* the set is read now, empty */
+    char sql[256], msg[256];
+    snprintf(sql, sizeof sql, "INSERT INTO dupkeys(key, job_id, at_ms) VALUES ('K', %lld, %lld)",
+             (long long)a, (long long)T0);
+    assert_int_equal(side_exec(f, sql, msg, sizeof msg), SQLITE_OK);
+    assert_int_equal(rk_store_dup_find(f->s, 0, "K", 30, T0 + DAY_MS, &other), 0);
+    assert_int_equal(other, a);
+    snprintf(sql, sizeof sql, "INSERT INTO dupkeys(key, job_id, at_ms) VALUES ('L', %lld, %lld)",
+             (long long)b, (long long)T0);
+    assert_int_equal(side_exec(f, sql, msg, sizeof msg), SQLITE_OK);
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_dup_find(f->s, c, "L", 30, T0 + DAY_MS, &other), 0);
+    assert_int_equal(other, b);
+    assert_int_equal(rk_store_dup_add(f->s, c, "L", T0 + DAY_MS), 0);
+    assert_int_equal(rk_store_commit(f->s), 0);
+    /* a key whose row went (a purge) is not found, though still in memory */
+    snprintf(sql, sizeof sql, "DELETE FROM dupkeys WHERE job_id = %lld", (long long)a);
+    assert_int_equal(side_exec(f, sql, msg, sizeof msg), SQLITE_OK);
+    assert_int_equal(rk_store_dup_find(f->s, 0, "K", 30, T0 + DAY_MS, &other), 0);
+    assert_int_equal(other, 0);
+    /* the newest of several candidates */
+    assert_int_equal(rk_store_dup_find(f->s, 0, "L", 30, T0 + 2 * DAY_MS, &other), 0);
+    assert_int_equal(other, c);
+}
+
+/* The set read inside a transaction that rolls back had seen its rows;
+ * their ids are free again and another connection may take them, so the
+ * set is read anew: the other connection's key is found. */
+static void test_dup_set_read_in_rolled_back_txn(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f), b = add(f);
+    int64_t other = -1;
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_dup_add(f->s, a, "K", T0), 0);
+    assert_int_equal(rk_store_dup_find(f->s, 0, "Z", 30, T0, &other), 0); /* reads the set */
+    assert_int_equal(rk_store_rollback(f->s), 0);
+    char sql[256], msg[256];
+    snprintf(sql, sizeof sql, "INSERT INTO dupkeys(key, job_id, at_ms) VALUES ('K', %lld, %lld)",
+             (long long)b, (long long)T0);
+    assert_int_equal(side_exec(f, sql, msg, sizeof msg), SQLITE_OK);
+    assert_int_equal(q_int(f, "SELECT max(id) FROM dupkeys"), 1); /* the id came back */
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_dup_find(f->s, a, "K", 30, T0 + DAY_MS, &other), 0);
+    assert_int_equal(other, b);
+    assert_int_equal(rk_store_commit(f->s), 0);
+    /* the same after a savepoint rolled back, and in the set kept over a
+     * rollback that undid nothing it had read */
+    assert_int_equal(rk_store_begin(f->s), 0);
+    assert_int_equal(rk_store_savepoint(f->s), 0);
+    assert_int_equal(rk_store_dup_add(f->s, a, "M", T0), 0);
+    assert_int_equal(rk_store_dup_find(f->s, a, "M", 30, T0, &other), 0);
+    assert_int_equal(rk_store_savepoint_end(f->s, 0), 0);
+    assert_int_equal(rk_store_dup_find(f->s, 0, "M", 30, T0, &other), 0);
+    assert_int_equal(other, 0); /* the row was rolled back */
+    assert_int_equal(rk_store_commit(f->s), 0);
+}
+
+/* Schema 11: the keys of a schema 10 file keep their ids, the index by
+ * key gives way to one by job, and the ids are never given again. */
+static void test_schema11_dupkeys(void **state)
+{
+    fixture *f = *state;
+    int64_t a = add(f), b = add(f);
+    rk_store_close(f->s);
+    f->s = NULL;
+    char sql[512], msg[256];
+    snprintf(sql, sizeof sql,
+             "DROP TABLE dupkeys; CREATE TABLE dupkeys (key TEXT NOT NULL,"
+             "  job_id INTEGER NOT NULL REFERENCES jobs(id), at_ms INTEGER NOT NULL);"
+             "CREATE INDEX dupkeys_key ON dupkeys(key, at_ms);"
+             "INSERT INTO dupkeys(rowid, key, job_id, at_ms) VALUES (7, 'K', %lld, %lld);"
+             "PRAGMA user_version = 10;", (long long)a, (long long)T0);
+    if (side_exec(f, sql, msg, sizeof msg) != SQLITE_OK)
+        fail_msg("making a schema 10 database: %s", msg);
+    assert_int_equal(rk_store_open(f->db, 0, &f->s, f->err, sizeof f->err), 0);
+    assert_int_equal(q_int(f, "PRAGMA user_version"), SCHEMA_VERSION);
+    assert_string_equal(q_text(f, "SELECT id || '|' || key || '|' || at_ms FROM dupkeys"),
+                        "7|K|1767225600000");
+    assert_int_equal(count_where(f, "sqlite_master", "name = 'dupkeys_key'"), 0);
+    assert_int_equal(count_where(f, "sqlite_master", "name = 'dupkeys_job'"), 1);
+    int64_t other = -1;
+    assert_int_equal(rk_store_dup_check(f->s, b, "K", 30, T0 + DAY_MS, &other), 0);
+    assert_int_equal(other, a);
+    /* a deleted last row's id is not given again */
+    assert_int_equal(side_exec(f, "DELETE FROM dupkeys WHERE id = 8", msg, sizeof msg),
+                     SQLITE_OK);
+    assert_int_equal(rk_store_dup_add(f->s, b, "N", T0), 0);
+    assert_int_equal(q_int(f, "SELECT id FROM dupkeys WHERE key = 'N'"), 9);
+}
+
 /* ---- delivery bookkeeping and pending jobs ------------------------------------ */
 
 /* The end of a delivery round: state and delivery columns in one write. */
@@ -1729,6 +1829,9 @@ int main(void)
         T(test_dup_check_window),
         T(test_dup_find_before_the_job),
     T(test_dup_check_ignores_rejected),
+        T(test_dup_sees_other_connections),
+        T(test_dup_set_read_in_rolled_back_txn),
+        T(test_schema11_dupkeys),
         T(test_advance_delivery),
         T(test_pending),
         T(test_status_json_empty),
