@@ -669,9 +669,10 @@ def step_intake(m, cdir, work, args, out_dir):
             for nm in names:
                 place(os.path.join(cdir, nm), os.path.join(rig.inbox, nm))
             log(f"intake pass {i + 1}/{passes}: rekeyd --once on {k:,} files, {what}")
-            wall, _ = rig.run_once(f"intake (pass {i + 1}, {side})", k, min_job=base_job)
+            wall, ru = rig.run_once(f"intake (pass {i + 1}, {side})", k, min_job=base_job)
             one[side] = intake_figures(rig, k, wall, base_job)
             one[side].update(dup_keys_read(rig))
+            one[side]["peak_rss_kb"] = ru.ru_maxrss
         e, f = one["empty"]["per_second"], one["full"]["per_second"]
         one["full_vs_empty"] = round(f / e, 3) if e and f else None
         e, f = one["empty"]["intake_per_second"], one["full"]["intake_per_second"]
@@ -689,6 +690,7 @@ def step_intake(m, cdir, work, args, out_dir):
             "states": states,
             "dup_keys": median(r["dup_keys"] for r in runs),
             "dup_keys_ms": median(r["dup_keys_ms"] for r in runs),
+            "peak_rss_kb": max(r["peak_rss_kb"] for r in runs),
         }
     for key in ("full_vs_empty", "intake_full_vs_empty"):
         v = median(p[key] for p in res["by_pass"])
@@ -820,6 +822,9 @@ def table(r):
         rows.append(("  at start, before the rates: duplicate keys read / ms",
                      f"{fmt(it['full'].get('dup_keys'))} / {fmt(it['full'].get('dup_keys_ms'))}",
                      ""))
+        rows.append(("  RSS peak, intake runs: empty / full queue, MB",
+                     f"{fmt(kb_mb(it['empty']['peak_rss_kb']), nd=1)} / "
+                     f"{fmt(kb_mb(it['full']['peak_rss_kb']), nd=1)}", ""))
     w0 = max(len(x[0]) for x in rows)
     w1 = max(len(x[1]) for x in rows)
     for i, (a, b, t) in enumerate(rows):

@@ -137,13 +137,17 @@ def test_bench_writes_every_metric(tmp_path):
         assert one["empty"]["dup_keys"] == 0 and one["empty"]["dup_keys_ms"] >= 0
     assert it["by_pass"][0]["full"]["dup_keys"] == it["queue_rows"]["dupkeys"] + 1
     assert it["by_pass"][0]["full"]["dup_keys_ms"] >= 0
+    for side in ("empty", "full"):
+        assert it[side]["peak_rss_kb"] == max(one[side]["peak_rss_kb"] for one in it["by_pass"])
+        assert it[side]["peak_rss_kb"] > 1000
 
     # one table on stdout, the same as in the JSON
     assert r["table"] in p.stdout
     for label in ("floor: xmllint", "backlog --once", "CPU per document",
                   "writer thread busy", "latency at 100/s", "RSS idle",
                   "RSS peak, backlog run", "intake, empty queue", "intake, 500 finished",
-                  "by pass (3 x 66 files", "duplicate keys read / ms"):
+                  "by pass (3 x 66 files", "duplicate keys read / ms",
+                  "RSS peak, intake runs"):
         assert label in r["table"], label
 
 
