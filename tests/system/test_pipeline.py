@@ -204,6 +204,42 @@ def test_two_daemons_on_one_inbox_never_take_the_same_file(tmp_path):
     assert not refs_a & refs_b
 
 
+def test_two_daemons_on_one_queue_see_each_others_duplicate_keys(tmp_path):
+    """Each rekeyd holds the duplicate keys in memory, read when it starts:
+    a key the other daemon commits later is still found (read on from the
+    table when SQLite's data_version moves)."""
+    from conftest import Rig
+    a = Rig(tmp_path / "a")
+    b = Rig(tmp_path / "b")
+    b.db, b.target = a.db, a.target
+    b.write_config()
+    pa = a.start()
+    a.wait_for(lambda: a.q("PRAGMA user_version")[0][0] > 0, what="the queue")
+    pb = b.start()
+    sample = os.path.join(DATA, "samples/fischereischein-01-erstausstellung.xml")
+    try:
+        time.sleep(0.5)  # both have read the (empty) set of keys
+        a.drop(sample)
+        a.wait_for(lambda: a.q("SELECT state FROM jobs") == [("delivered",)],
+                   what="the first application delivered by daemon a")
+        b.drop_bytes("again.xml", open(sample, "rb").read())
+        a.wait_for(lambda: ("review",) in a.q("SELECT state FROM jobs"),
+                   what="the second one held by daemon b")
+    finally:
+        for p in (pa, pb):
+            p.send_signal(signal.SIGTERM)
+            p.communicate(timeout=30)
+    jobs = a.jobs_by_ref()
+    first, again = jobs["fischereischein-01-erstausstellung.xml"], jobs["again.xml"]
+    assert (first["state"], again["state"]) == ("delivered", "review")
+    assert a.q("SELECT source FROM submissions s JOIN jobs j ON j.submission_id = s.id"
+               " WHERE j.id = ?", again["id"])[0][0] == f"dir:{b.inbox}"
+    msg = a.q("SELECT message FROM anomalies WHERE job_id = ? AND code = 'DUPLIKAT'",
+              again["id"])
+    assert msg and f"Vorgang {first['id']}" in msg[0][0]
+    assert len(a.target_rows("fischereischein")) == 1
+
+
 def test_delivery_retries_then_dead_letter(rig):
     rig.write_config("[delivery]\nmax_attempts = 2\nbackoff_initial_ms = 10\n"
                      "backoff_max_ms = 20\n")
