@@ -5,8 +5,12 @@
  *
  * A hash may map to several jobs (the same key in several jobs, or two
  * keys with one hash); a hit is only a candidate, checked against the
- * database.  Open addressing with linear probing, 16 bytes per slot,
- * at most 5/8 full.  Not thread-safe: one store, one thread at a time.
+ * database.  Each entry carries the day of its key; when the table is
+ * full, entries older than a day the caller names are dropped instead of
+ * growing the table, so memory stays with the keys of the window.  Open
+ * addressing with linear probing, 16 bytes per slot (48 bits of the hash,
+ * 16 of the day, the job), at most 5/8 full.  Not thread-safe: one
+ * store, one thread at a time.
  */
 #ifndef RK_KEYSET_H
 #define RK_KEYSET_H
@@ -15,24 +19,31 @@
 #include <stdint.h>
 
 typedef struct {
-    uint64_t h; /* 0: an empty slot */
+    uint64_t h; /* day << 48 | 48 bits of the hash; 0: an empty slot */
     int64_t job;
 } rk_keyslot;
 
 typedef struct {
     rk_keyslot *slot;
-    size_t cap; /* a power of two, or 0 */
+    size_t cap;       /* a power of two, or 0 */
     size_t n;
+    unsigned min_day; /* entries of earlier days may have been dropped */
 } rk_keyset;
 
 void rk_keyset_init(rk_keyset *k);
 void rk_keyset_free(rk_keyset *k); /* leaves it empty and usable */
 
-/* The 64-bit hash of a key string (FNV-1a; never 0). */
+/* The 64-bit hash of a key string (FNV-1a). */
 uint64_t rk_keyset_hash(const char *key);
 
-/* Adds (h, job); a pair already present is kept once.  0 or -ENOMEM. */
-int rk_keyset_add(rk_keyset *k, uint64_t h, int64_t job);
+/* The day number of a time in ms since 1970 (0 to 65535). */
+unsigned rk_keyset_day(int64_t ms);
+
+/* Adds (h, job) of day `day`; a pair already present is kept once (with
+ * the later day).  When the table is full, entries of days before
+ * min_day are dropped (and k->min_day raised to it) before it grows.
+ * 0 or -ENOMEM. */
+int rk_keyset_add(rk_keyset *k, uint64_t h, int64_t job, unsigned day, unsigned min_day);
 
 /* The jobs of hash h, one per call:
  *   size_t pos = rk_keyset_first(k, h); int64_t job;

@@ -347,7 +347,7 @@ static const char *const sql_text[Q_COUNT] = {
                    " (SELECT submission_id FROM jobs WHERE id = ?3)"
                    " ORDER BY d.at_ms DESC LIMIT 1",
     [Q_DUP_ADD] = "INSERT INTO dupkeys(key, job_id, at_ms) VALUES (?,?,?)",
-    [Q_DUP_LOAD] = "SELECT id, key, job_id FROM dupkeys WHERE id > ?1 AND at_ms >= ?2",
+    [Q_DUP_LOAD] = "SELECT id, key, job_id, at_ms FROM dupkeys WHERE id > ?1 AND at_ms >= ?2",
     [Q_DATA_VERSION] = "PRAGMA data_version",
     [Q_DLV_ADD] = "INSERT OR IGNORE INTO deliveries(job_id, name, plugin, state,"
                   " idempotency_key, updated_at) VALUES (?,?,?,'pending',?,?)",
@@ -419,11 +419,12 @@ struct rk_store {
     struct {
         rk_keyset set;
         int loaded;
-        int in_txn;     /* loaded inside the open transaction */
-        int64_t from;   /* at_ms of the oldest key read */
-        int64_t mark;   /* the highest id read from the table */
+        int in_txn;        /* loaded inside the open transaction */
+        int64_t from;      /* at_ms from which on every key is held */
+        int64_t mark;      /* the highest id read from the table */
         int64_t dv;
-        size_t n_read;  /* rows read by the last load */
+        int64_t now_ms;    /* the latest time of a look-up or key */
+        int64_t window_ms; /* the longest window looked up */
     } dup;
 };
 
@@ -1628,6 +1629,20 @@ static void dup_undo(rk_store *s)
         dup_forget(s);
 }
 
+/* Puts a key into the set.  A full table drops the keys older than the
+ * longest window (with a day to spare) before it grows; from then on the
+ * set holds every key from that day on. */
+static int dup_put(rk_store *s, const char *key, int64_t job_id, int64_t at_ms)
+{
+    int64_t keep = s->dup.now_ms - s->dup.window_ms - 86400000LL;
+    int rc = rk_keyset_add(&s->dup.set, rk_keyset_hash(key), job_id, rk_keyset_day(at_ms),
+                           rk_keyset_day(keep));
+    int64_t held = (int64_t)s->dup.set.min_day * 86400000LL;
+    if (held > s->dup.from)
+        s->dup.from = held;
+    return rc;
+}
+
 /* Reads the keys with id > mark and at_ms >= from into the set. */
 static int dup_read(rk_store *s, int64_t from)
 {
@@ -1637,19 +1652,17 @@ static int dup_read(rk_store *s, int64_t from)
     sqlite3_bind_int64(st, 1, s->dup.mark);
     sqlite3_bind_int64(st, 2, from);
     int rc;
-    s->dup.n_read = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
         const char *key = (const char *)sqlite3_column_text(st, 1);
         if (id > s->dup.mark)
             s->dup.mark = id;
-        if (key && rk_keyset_add(&s->dup.set, rk_keyset_hash(key),
-                                 sqlite3_column_int64(st, 2)) != 0) {
+        if (key && dup_put(s, key, sqlite3_column_int64(st, 2),
+                           sqlite3_column_int64(st, 3)) != 0) {
             sqlite3_reset(st);
             dup_forget(s);
             return -ENOMEM;
         }
-        s->dup.n_read++;
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
@@ -1700,25 +1713,27 @@ static int dup_load(rk_store *s, int64_t from)
     return dup_read(s, from);
 }
 
-/* The set holds every key from `from` on and every committed one. */
-static int dup_ready(rk_store *s, int64_t from)
+/* The set holds every key from now_ms - window_ms on and every
+ * committed one. */
+static int dup_ready(rk_store *s, int64_t now_ms, int64_t window_ms)
 {
+    int64_t from = now_ms - window_ms;
+    if (now_ms > s->dup.now_ms)
+        s->dup.now_ms = now_ms;
+    if (window_ms > s->dup.window_ms)
+        s->dup.window_ms = window_ms;
     if (s->dup.loaded && s->dup.from > from)
-        dup_forget(s); /* a longer window than read */
+        dup_forget(s); /* a longer window than held */
     if (!s->dup.loaded)
         return dup_load(s, from);
     return s->in_txn ? 0 : dup_sync(s);
 }
 
-static int64_t dup_from(double days, int64_t now_ms)
-{
-    return now_ms - (int64_t)(days * 86400000.0);
-}
+static int64_t days_ms(double days) { return (int64_t)(days * 86400000.0); }
 
 int rk_store_dup_prepare(rk_store *s, double days, size_t *n_keys)
 {
-    int64_t t0 = rk_now_ms();
-    int rc = dup_ready(s, dup_from(days, t0));
+    int rc = dup_ready(s, rk_now_ms(), days_ms(days));
     if (!rc && n_keys)
         *n_keys = s->dup.set.n;
     return rc;
@@ -1728,8 +1743,8 @@ int rk_store_dup_find(rk_store *s, int64_t job_id, const char *key, double days,
                       int64_t now_ms, int64_t *other)
 {
     *other = 0;
-    int64_t from = dup_from(days, now_ms);
-    int rc = dup_ready(s, from);
+    int64_t from = now_ms - days_ms(days);
+    int rc = dup_ready(s, now_ms, days_ms(days));
     if (rc)
         return rc;
     uint64_t h = rk_keyset_hash(key);
@@ -1770,7 +1785,9 @@ int rk_store_dup_add(rk_store *s, int64_t job_id, const char *key, int64_t now_m
     sqlite3_bind_int64(st, 2, job_id);
     sqlite3_bind_int64(st, 3, now_ms);
     int rc = step_done(s, st);
-    if (!rc && s->dup.loaded && rk_keyset_add(&s->dup.set, rk_keyset_hash(key), job_id) != 0)
+    if (now_ms > s->dup.now_ms)
+        s->dup.now_ms = now_ms;
+    if (!rc && s->dup.loaded && dup_put(s, key, job_id, now_ms) != 0)
         dup_forget(s); /* read again from the table when next needed */
     return rc;
 }

@@ -162,9 +162,10 @@ int rk_store_dup_check(rk_store *s, int64_t job_id, const char *key, double days
 int rk_store_dup_find(rk_store *s, int64_t job_id, const char *key, double days,
                       int64_t now_ms, int64_t *other);
 int rk_store_dup_add(rk_store *s, int64_t job_id, const char *key, int64_t now_ms);
-/* The duplicate keys are looked up in memory (26-51 bytes per key);
- * this reads those of the last `days` now (it happens at the first
- * look-up otherwise) and reports in *n_keys how many the set holds. */
+/* The duplicate keys are looked up in memory (26-51 bytes per key; keys
+ * older than the longest window looked up are dropped when the table
+ * fills); this reads those of the last `days` now (it happens at the
+ * first look-up otherwise) and reports in *n_keys how many it holds. */
 int rk_store_dup_prepare(rk_store *s, double days, size_t *n_keys);
 
 /* One delivery of a job to one of its connectors.  States: pending (not

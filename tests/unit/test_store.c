@@ -1272,6 +1272,39 @@ static void test_dup_set_read_in_rolled_back_txn(void **state)
     assert_int_equal(rk_store_commit(f->s), 0);
 }
 
+/* The set in memory keeps the keys of the window, not of the whole
+ * history: a full table drops the older ones; a look-up with a longer
+ * window reads the table again and finds them. */
+static void test_dup_set_keeps_the_window(void **state)
+{
+    fixture *f = *state;
+    int64_t now = rk_now_ms(), t0 = now - 400 * DAY_MS, other = -1;
+    enum { N = 2000 };
+    int64_t jobs[N];
+    char key[32];
+    assert_int_equal(rk_store_dup_find(f->s, 0, "none", 30, t0, &other), 0); /* reads the set */
+    assert_int_equal(rk_store_begin(f->s), 0);
+    for (int i = 0; i < N; i++) { /* five keys a day over 400 days */
+        int64_t t = t0 + (int64_t)i * (400 * DAY_MS / N);
+        jobs[i] = add(f);
+        snprintf(key, sizeof key, "K%d", i);
+        assert_int_equal(rk_store_dup_find(f->s, jobs[i], key, 30, t, &other), 0);
+        assert_int_equal(other, 0);
+        assert_int_equal(rk_store_dup_add(f->s, jobs[i], key, t), 0);
+    }
+    assert_int_equal(rk_store_commit(f->s), 0);
+    size_t n = 0;
+    assert_int_equal(rk_store_dup_prepare(f->s, 30, &n), 0);
+    assert_true(n > 150 && n <= 640); /* a month and the table's room, not 2,000 */
+    snprintf(key, sizeof key, "K%d", N - 1);
+    assert_int_equal(rk_store_dup_find(f->s, 0, key, 30, now, &other), 0);
+    assert_int_equal(other, jobs[N - 1]);
+    assert_int_equal(rk_store_dup_find(f->s, 0, "K0", 401, now, &other), 0);
+    assert_int_equal(other, jobs[0]);
+    assert_int_equal(rk_store_dup_prepare(f->s, 401, &n), 0);
+    assert_int_equal(n, N);
+}
+
 /* Schema 11: the keys of a schema 10 file keep their ids, the index by
  * key gives way to one by job, and the ids are never given again. */
 static void test_schema11_dupkeys(void **state)
@@ -1831,6 +1864,7 @@ int main(void)
     T(test_dup_check_ignores_rejected),
         T(test_dup_sees_other_connections),
         T(test_dup_set_read_in_rolled_back_txn),
+        T(test_dup_set_keeps_the_window),
         T(test_schema11_dupkeys),
         T(test_advance_delivery),
         T(test_pending),
