@@ -217,8 +217,13 @@ def test_two_daemons_on_one_queue_see_each_others_duplicate_keys(tmp_path):
     a.wait_for(lambda: a.q("PRAGMA user_version")[0][0] > 0, what="the queue")
     pb = b.start()
     sample = os.path.join(DATA, "samples/fischereischein-01-erstausstellung.xml")
+
+    def watching(rig):  # the inbox is started after the keys were read
+        claimed = os.path.join(rig.inbox, ".claimed")
+        return os.path.isdir(claimed) and any(
+            f.startswith(".owner.") for f in os.listdir(claimed))
     try:
-        time.sleep(0.5)  # both have read the (empty) set of keys
+        a.wait_for(lambda: watching(a) and watching(b), what="both daemons watching")
         a.drop(sample)
         a.wait_for(lambda: a.q("SELECT state FROM jobs") == [("delivered",)],
                    what="the first application delivered by daemon a")
