@@ -21,6 +21,7 @@
 
 #include "keyset.h"
 #include "util.h"
+#include "walbuf.h"
 
 const char *const rk_states[] = {
     RK_ST_RECEIVED, RK_ST_VALIDATED, RK_ST_MAPPED, RK_ST_READY, RK_ST_DELIVERING,
@@ -572,7 +573,9 @@ int rk_store_open(const char *path, int flags, rk_store **out, char *err, size_t
     if (!s)
         return -ENOMEM;
     int oflags = ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
-    if (sqlite3_open_v2(path, &s->db, oflags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    /* a writer's commits reach its WAL in one write each (walbuf.h) */
+    if (sqlite3_open_v2(path, &s->db, oflags | SQLITE_OPEN_NOMUTEX,
+                        ro ? NULL : rk_walbuf_vfs()) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open database %s: %s", path,
                  s->db ? sqlite3_errmsg(s->db) : "out of memory");
         rk_store_close(s);
