@@ -201,9 +201,24 @@ static int d_shm_lock(sqlite3_file *p, int ofst, int n, int flags)
     return rc;
 }
 
+/* A database file closed with its write lock still noted (SQLite lets
+ * it go first; this only keeps no pointer to a closed file). */
+static int d_close(sqlite3_file *p)
+{
+    db_state *d = state_of(p);
+    if (writing == d)
+        writing = NULL;
+    if (d->wal) {
+        flush(d->wal);
+        d->wal->owner = NULL;
+        d->wal = NULL;
+    }
+    return d->base->xClose(p);
+}
+
 /* The default VFS's methods for main database files, each with our
- * xShmLock: the unix VFS has a few sets (by locking style), so one copy
- * per set seen. */
+ * xShmLock and xClose: the unix VFS has a few sets (by locking style),
+ * so one copy per set seen. */
 static pthread_mutex_t copies_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     const sqlite3_io_methods *base;
@@ -221,6 +236,7 @@ static const sqlite3_io_methods *db_methods(const sqlite3_io_methods *base)
             copies[i].base = base;
             copies[i].ours = *base;
             copies[i].ours.xShmLock = d_shm_lock;
+            copies[i].ours.xClose = d_close;
             out = &copies[i].ours;
         }
     }
