@@ -31,9 +31,13 @@ typedef struct {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/rk_walbuf_XXXXXX");
-    if (!f || !mkdtemp(f->dir))
+    if (!f)
         return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/rk_walbuf_XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
     snprintf(f->db, sizeof f->db, "%s/t.db", f->dir);
     *state = f;
     return 0;
