@@ -307,6 +307,9 @@ BENCH_ARGS    ?=
 
 .PHONY: bench
 bench: deps
+	@if ldd agent/rekeyd 2>/dev/null | grep -q -e libasan -e libubsan; then \
+	  echo "bench: agent/rekeyd is a sanitizer build (make check-asan); rebuilding"; \
+	  $(MAKE) --no-print-directory clean; fi
 	@$(MAKE) --no-print-directory all
 	@/usr/bin/python3 tests/bench/bench.py --n $(BENCH_N) --rate $(BENCH_RATE) \
 	  --seconds $(BENCH_SECONDS) --queue $(BENCH_QUEUE) --intake $(BENCH_INTAKE) $(BENCH_ARGS)

@@ -847,6 +847,20 @@ def kb_mb(kb):
     return kb / 1024.0 if kb is not None else None
 
 
+def sanitizer_build(path):
+    """The sanitizer runtime a program is linked with ("AddressSanitizer",
+    "UndefinedBehaviorSanitizer"), or None: by the libraries ldd lists."""
+    try:
+        out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if "libasan" in out:
+        return "AddressSanitizer"
+    if "libubsan" in out:
+        return "UndefinedBehaviorSanitizer"
+    return None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="rekey benchmark (docs/performance.md)")
     ap.add_argument("--n", type=int, default=20000, help="corpus size")
@@ -888,6 +902,11 @@ def main(argv=None):
     args.rekeyd = os.path.abspath(args.rekeyd)
     if not os.access(args.rekeyd, os.X_OK):
         raise BenchError(f"{args.rekeyd} is missing: run `make all` first")
+    san = sanitizer_build(args.rekeyd)
+    if san:
+        raise BenchError(f"{args.rekeyd} is built with {san} (as `make check-asan` leaves it): "
+                         "its times and memory say nothing about rekey; run `make clean all` "
+                         "first (`make bench` does that by itself)")
     if "floor" not in skip and not shutil.which("xmllint"):
         raise BenchError("xmllint is missing (Debian: libxml2-utils; `make deps`)")
 

@@ -168,6 +168,21 @@ def test_bench_reuses_the_cached_queue(tmp_path):
     assert len(caches) == 1 and caches[0].startswith("queue-300-")
 
 
+def test_bench_refuses_a_sanitizer_build(tmp_path):
+    """An ASan build (what `make check-asan` leaves) is refused by name,
+    not measured: its times and memory say nothing about rekey."""
+    src = tmp_path / "p.c"
+    src.write_text("int main(void) { return 0; }\n")
+    prog = tmp_path / "rekeyd"
+    subprocess.run(["cc", "-fsanitize=address", "-o", str(prog), str(src)], check=True,
+                   timeout=120)
+    p = subprocess.run([sys.executable, BENCH, "--rekeyd", str(prog), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert "built with AddressSanitizer" in p.stderr and "make clean all" in p.stderr
+    assert not (tmp_path / "latest.json").exists()
+
+
 def test_bench_refuses_unknown_step(tmp_path):
     p = subprocess.run([sys.executable, BENCH, "--skip", "flor", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
