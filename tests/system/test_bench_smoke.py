@@ -21,7 +21,7 @@ def run_bench(out):
     p = subprocess.run(
         ["/usr/bin/python3", BENCH, "--n", str(N), "--rate", str(RATE),
          "--seconds", str(SECONDS), "--queue", str(QUEUE), "--intake", str(INTAKE),
-         "--stall", "30", "--out", str(out)],
+         "--stall", "30", "--allow-sanitizer", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
@@ -54,6 +54,12 @@ def test_bench_writes_every_metric(tmp_path):
     assert (s["n"], s["rate"], s["seconds"], s["queue"], s["intake"]) == \
         (N, RATE, SECONDS, QUEUE, INTAKE)
     assert s["sync"] == "full" and s["settle_ms"] == 0
+    # a sanitizer build (make check-asan) is run only when allowed, and said so
+    ldd = subprocess.run(["ldd", os.path.join(ROOT, "agent", "rekeyd")], capture_output=True,
+                         text=True).stdout
+    san = "AddressSanitizer" if "libasan" in ldd else None
+    assert s["sanitizer"] == san
+    assert ("these figures are not rekey's" in r["table"]) == (san is not None)
     assert r["commit"] and r["commit"] != "unknown"
     assert r["machine"]["nproc"] >= 1 and r["machine"]["mem_total_kb"] > 0
     assert r["machine"]["model"]
@@ -157,7 +163,8 @@ def test_bench_reuses_the_cached_queue(tmp_path):
     for _ in range(2):
         p = subprocess.run(
             ["/usr/bin/python3", BENCH, "--n", "50", "--queue", "300", "--intake", "20",
-             "--out", str(tmp_path)] + args, capture_output=True, text=True, timeout=300)
+             "--allow-sanitizer", "--out", str(tmp_path)] + args, capture_output=True,
+            text=True, timeout=300)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     with open(tmp_path / "latest.json") as f:
         r = json.load(f)
