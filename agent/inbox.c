@@ -549,7 +549,7 @@ static int claim_rename(rk_inbox *in, int inbox_fd, const char *dir, const char 
                         const char *src_name, char *out, size_t outlen)
 {
     char src[PATH_MAX];
-    int rc = join(src, sizeof src, dir, src_name, NULL);
+    int rc = inbox_fd >= 0 ? 0 : join(src, sizeof src, dir, src_name, NULL);
     if (rc)
         return rc;
     size_t base = strlen(in->claimed) + 1; /* out + base: the name in .claimed/ */
