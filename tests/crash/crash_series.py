@@ -130,8 +130,17 @@ def run_series(files=200, kills=20, seed=None, keep=None, log=print):
               if not n.endswith(".reason")] if os.path.isdir(os.path.join(base, "error")) else []
     lost = sorted(set(names) - set(refs) - set(errors))
     left = [n for n in os.listdir(os.path.join(base, "inbox")) if not n.startswith(".")]
-    claimed = os.listdir(os.path.join(base, "inbox", ".claimed"))
-    claimed = [n for n in claimed if not n.startswith(".")]
+    # claim folders and what is in them (none may be left after the last run)
+    cdir = os.path.join(base, "inbox", ".claimed")
+    claimed = []
+    for n in os.listdir(cdir):
+        if n.startswith("."):
+            continue
+        p = os.path.join(cdir, n)
+        if os.path.isdir(p):
+            claimed += [f"{n}/{f}" for f in os.listdir(p)] or [n + "/"]
+        else:
+            claimed.append(n)
     if dupes:
         problems.append(f"{dupes} files stored twice")
     if lost:

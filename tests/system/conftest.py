@@ -106,6 +106,15 @@ class Rig:
             assert p.returncode == 0, p.stderr
         return p
 
+    def archived(self):
+        """Paths of the files in the archive by name: ARCHIVE/YYYY-MM-DD/
+        FOLDER/NAME, a claim folder moved whole (docs/operations.md)."""
+        return archived_files(self.archive)
+
+    def claimed(self):
+        """Names of the files still claimed (in .claimed/'s claim folders)."""
+        return claimed_files(self.inbox)
+
     def wait_for(self, pred, timeout=30, what="condition"):
         end = time.time() + timeout
         while time.time() < end:
@@ -116,6 +125,40 @@ class Rig:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}")
+
+
+def archived_files(archive):
+    """{name: [paths]} of the files under an archive folder."""
+    out = {}
+    if not os.path.isdir(archive):
+        return out
+    for day in sorted(os.listdir(archive)):
+        dp = os.path.join(archive, day)
+        if not os.path.isdir(dp):
+            continue
+        for folder in sorted(os.listdir(dp)):
+            fp = os.path.join(dp, folder)
+            for name in sorted(os.listdir(fp)):
+                out.setdefault(name, []).append(os.path.join(fp, name))
+    return out
+
+
+def claimed_files(inbox):
+    """Names of the files in INBOX/.claimed/ and its claim folders (dot
+    names, the owner files, left out)."""
+    claimed = os.path.join(inbox, ".claimed")
+    names = []
+    if not os.path.isdir(claimed):
+        return names
+    for e in os.listdir(claimed):
+        p = os.path.join(claimed, e)
+        if e.startswith("."):
+            continue
+        if os.path.isdir(p):
+            names += [n for n in os.listdir(p) if not n.startswith(".")]
+        else:
+            names.append(e)
+    return names
 
 
 @pytest.fixture

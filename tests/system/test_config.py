@@ -137,6 +137,9 @@ def test_archive_empty_deletes_taken_files(tmp_path):
     rig.run_once()
     assert rig.q("SELECT state FROM jobs") == [("delivered",)]
     assert not os.path.exists(rig.archive) or os.listdir(rig.archive) == []
+    # the file and its claim folder are gone
+    assert [e for e in os.listdir(os.path.join(rig.inbox, ".claimed"))
+            if not e.startswith(".")] == []
     assert [f for f in os.listdir(rig.inbox) if not f.startswith(".")] == []
 
 

@@ -223,7 +223,7 @@ def test_hostile_corpus_refused_and_valid_samples_delivered(tmp_path):
                                                  (GROWING, "fischereischein")]:
         assert jobs[name]["state"] == "delivered", (name, rig.codes(jobs[name]["id"]))
         delivered.setdefault(job, []).append(jobs[name]["id"])
-    assert os.path.exists(os.path.join(rig.archive, DOTS))
+    assert DOTS in rig.archived()
     # the growing file was taken only when complete, and stored whole
     gid = jobs[GROWING]["id"]
     assert payload(rig, gid) == growing
@@ -265,9 +265,10 @@ def test_hostile_corpus_refused_and_valid_samples_delivered(tmp_path):
     with open("/etc/passwd") as f:
         passwd_line = f.readline().strip()
     everything = db_dump(rig.db) + db_dump(rig.target) + text
-    for f in os.listdir(rig.archive):
-        with open(os.path.join(rig.archive, f), "rb") as fh:
-            everything += fh.read().decode("utf-8", "replace")
+    for paths in rig.archived().values():
+        for path in paths:
+            with open(path, "rb") as fh:
+                everything += fh.read().decode("utf-8", "replace")
     assert marker not in everything
     assert passwd_line not in everything
     assert "gotcha" not in everything
@@ -277,7 +278,7 @@ def test_hostile_corpus_refused_and_valid_samples_delivered(tmp_path):
     assert sorted(os.listdir(rig.inbox)) == sorted([".claimed", HIDDEN])
     assert os.listdir(os.path.join(rig.inbox, ".claimed")) == []
     dropped = len(exp) + len(VALID_UTF8) + 1 + len(BAD_NAMES) + 3 + 1
-    archived = len(os.listdir(rig.archive))
+    archived = sum(len(v) for v in rig.archived().values())
     refused = len([e for e in errors if not e.endswith(b".reason")])
     assert archived == len(jobs) and archived + refused == dropped, (archived, refused)
 
@@ -313,13 +314,14 @@ def test_file_replaced_while_being_read_is_stored_whole(tmp_path):
             k += 1
             replace(os.path.join(rig.inbox, "r.xml"), a if k % 2 else b, k)
             # and over the file rekeyd has just claimed and may be reading
-            for c in os.listdir(claimed):
-                if c.startswith("r.xml."):
-                    k += 1
-                    try:
-                        replace(os.path.join(claimed, c), b if k % 2 else a, k)
-                    except FileNotFoundError:
-                        pass
+            for folder in os.listdir(claimed):
+                if not os.path.exists(os.path.join(claimed, folder, "r.xml")):
+                    continue
+                k += 1
+                try:
+                    replace(os.path.join(claimed, folder, "r.xml"), b if k % 2 else a, k)
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
             time.sleep(0.01)
 
     def drained():
@@ -340,9 +342,10 @@ def test_file_replaced_while_being_read_is_stored_whole(tmp_path):
         d.send_signal(signal.SIGTERM)
         _, err = d.communicate(timeout=30)
     assert d.returncode == 0, err[-3000:]
-    # versions renamed over claimed files after rekeyd had archived them are
-    # left in .claimed/ under its id; the next start takes them as leftovers
-    orphans = [c for c in os.listdir(claimed) if not c.startswith(".")]
+    # versions renamed over claimed files after rekeyd had stored them
+    # leave with their claim folder, or, when rekeyd stopped first, stay
+    # in it; the next start takes them as leftovers
+    orphans = rig.claimed()
     rc, err = run_once_bytes(rig)
     assert rc == 0, err[-3000:]
     assert [c for c in os.listdir(claimed) if not c.startswith(".")] == []
@@ -406,7 +409,11 @@ def test_files_rekeyd_creates_are_private(tmp_path):
         for folder in (os.path.dirname(rig.inbox), rig.inbox,
                        os.path.join(rig.inbox, ".claimed"), rig.archive, rig.error):
             assert mode(folder) == 0o700, (folder, oct(mode(folder)))
-        for f in (os.path.join(rig.archive, "gut.xml"), os.path.join(rig.error, "notiz.txt"),
+        rig.wait_for(lambda: "gut.xml" in rig.archived(), what="the archive")
+        (gut,) = rig.archived()["gut.xml"]
+        for folder in (os.path.dirname(gut), os.path.dirname(os.path.dirname(gut))):
+            assert mode(folder) == 0o700, (folder, oct(mode(folder)))
+        for f in (gut, os.path.join(rig.error, "notiz.txt"),
                   os.path.join(rig.error, "notiz.txt.reason"), rig.target):
             assert mode(f) == 0o600, (f, oct(mode(f)))
         # the threads carry names for top -H and perf (docs/operations.md)

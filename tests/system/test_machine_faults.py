@@ -114,11 +114,7 @@ def fill(folder):
 
 def inbox_files(rig):
     """Submission files still in the inbox, claimed or not."""
-    names = [f for f in os.listdir(rig.inbox) if not f.startswith(".")]
-    claimed = os.path.join(rig.inbox, ".claimed")
-    if os.path.isdir(claimed):
-        names += [f for f in os.listdir(claimed) if not f.startswith(".")]
-    return names
+    return [f for f in os.listdir(rig.inbox) if not f.startswith(".")] + rig.claimed()
 
 
 def delivered(rig, n):
@@ -170,7 +166,7 @@ def test_disk_full_pauses_intake_and_resumes_without_restart(tmp_path, small_fs,
     rig.wait_for(lambda: delivered(rig, 3), timeout=30, what="delivery after space returned")
     assert "intake resumed" in d.text()
     assert inbox_files(rig) == []
-    assert len(os.listdir(rig.archive)) == 3
+    assert sum(len(v) for v in rig.archived().values()) == 3
     rows = rig.target_rows("besucherparkausweis")
     assert len(rows) == 3
     assert len({r["antragsnummer"] for r in rows}) == 3
@@ -420,8 +416,7 @@ def test_loop_answers_while_a_commit_waits_for_a_lock(tmp_path):
     try:
         assert ready.wait(10)
         rig.drop(SAMPLES[0])
-        claimed = os.path.join(rig.inbox, ".claimed")
-        rig.wait_for(lambda: os.path.isdir(claimed) and os.listdir(claimed)
+        rig.wait_for(lambda: rig.claimed()
                      and not [f for f in os.listdir(rig.inbox) if not f.startswith(".")],
                      what="the file claimed")
         time.sleep(1.0)  # read, hashed, compressed: its commit waits for the lock
@@ -477,6 +472,9 @@ def test_one_result_the_store_refuses_leaves_its_file_and_not_the_others(tmp_pat
     finally:
         con.close()
     rig.wait_for(lambda: delivered(rig, 8), timeout=40, what="the eighth after the store took it")
-    assert inbox_files(rig) == [] and os.listdir(rig.error) == []
+    # the claim folder leaves for the archive once it takes no new files
+    rig.wait_for(lambda: inbox_files(rig) == [], what="the claim folder archived")
+    assert os.listdir(rig.error) == []
+    assert sorted(rig.archived()) == names
     assert len(rig.target_rows("besucherparkausweis")) == 8
     assert d.stop() == 0

@@ -3,6 +3,7 @@ real SQLite target, and every outcome is checked in the queue, the
 target and the inbox folders."""
 import gzip
 import os
+import re
 import signal
 import time
 
@@ -45,10 +46,25 @@ def test_every_sample_ends_as_expected(rig, expected):
     assert total == sum(1 for e in expected.values() if e["outcome"] == "delivered")
     # the inbox is empty; every stored file is archived
     assert [f for f in os.listdir(rig.inbox) if not f.startswith(".")] == []
-    assert os.listdir(os.path.join(rig.inbox, ".claimed")) == []
+    assert rig.claimed() == []
+    assert [e for e in os.listdir(os.path.join(rig.inbox, ".claimed"))
+            if not e.startswith(".")] == []  # the claim folders went too
     stored = [n for n in (os.path.basename(r) for r in expected)
               if expected_outcome(expected, n) != "error"]
-    assert sorted(os.listdir(rig.archive)) == sorted(stored)
+    archived = rig.archived()
+    assert sorted(archived) == sorted(stored)
+    # each stored file is archived once, byte for byte, under the day of
+    # its claim folder (ARCHIVE/YYYY-MM-DD/YYYYMMDDTHHMMSSZ-ID-N/NAME)
+    for rel in expected:
+        name = os.path.basename(rel)
+        if name not in archived:
+            continue
+        (path,) = archived[name]
+        day, folder = path.split(os.sep)[-3:-1]
+        assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{12}-\d+", folder), folder
+        assert day == f"{folder[:4]}-{folder[4:6]}-{folder[6:8]}", (day, folder)
+        with open(path, "rb") as a, open(os.path.join(DATA, rel), "rb") as b:
+            assert a.read() == b.read(), name
 
 
 def expected_outcome(expected, name):

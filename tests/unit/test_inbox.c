@@ -274,6 +274,41 @@ static void owner_id(const char *claimed_dir, char *id, size_t n)
     assert_int_equal(strlen(id), 12);
 }
 
+/* The claim folder of a claimed path, asserted to be INBOX/.claimed/B/NAME
+ * with B "YYYYMMDDTHHMMSSZ-ID-N" (ID: 12 hex digits, id_out when given). */
+static void folder_of(const fx *f, const claim *c, char *out, size_t n, char *id_out)
+{
+    char pre[PATH_MAX];
+    path_in(pre, sizeof pre, f->inbox, ".claimed/");
+    assert_int_equal(strncmp(c->path, pre, strlen(pre)), 0);
+    const char *b = c->path + strlen(pre), *slash = strchr(b, '/');
+    assert_non_null(slash);
+    assert_string_equal(slash + 1, c->name);
+    size_t len = (size_t)(slash - b);
+    assert_true(len < n && len >= 16 + 1 + 12 + 2);
+    memcpy(out, b, len);
+    out[len] = '\0';
+    for (size_t i = 0; i < 16; i++)
+        assert_true(i == 8 ? out[i] == 'T' : i == 15 ? out[i] == 'Z'
+                                                      : out[i] >= '0' && out[i] <= '9');
+    assert_int_equal(out[16], '-');
+    for (size_t i = 17; i < 29; i++)
+        assert_non_null(strchr("0123456789abcdef", out[i]));
+    assert_int_equal(out[29], '-');
+    assert_true(out[30] >= '1' && out[30] <= '9');
+    if (id_out) {
+        memcpy(id_out, out + 17, 12);
+        id_out[12] = '\0';
+    }
+}
+
+/* ARCHIVE/YYYY-MM-DD/B/NAME: where a stored file of claim folder B goes. */
+static void archived(char *out, size_t n, const char *archive, const char *b, const char *name)
+{
+    assert_true(snprintf(out, n, "%s/%.4s-%.2s-%.2s/%s/%s", archive, b, b + 4, b + 6, b, name) <
+                (int)n);
+}
+
 static void gzip_mem(const void *src, size_t len, unsigned char **out, size_t *outlen)
 {
     z_stream zs;
@@ -318,8 +353,8 @@ static void test_settles_before_taken(void **state)
     assert_int_equal(f->n, 1);           /* two looks >= settle_ms apart */
     assert_string_equal(f->c[0].name, "a.xml");
     assert_false(exists(a));
-    assert_non_null(strstr(f->c[0].path, "/.claimed/a.xml."));
-    assert_int_equal(strlen(strstr(f->c[0].path, "/.claimed/a.xml.")), strlen("/.claimed/a.xml.") + 12);
+    char folder[64];
+    folder_of(f, &f->c[0], folder, sizeof folder, NULL);
     char *data = NULL;
     size_t len = 0;
     char err[200] = "";
@@ -743,14 +778,17 @@ static void test_read_limits(void **state)
     assert_int_equal(uv_loop_close(&f->loop), 0);
 }
 
-/* done(): archive keeps existing files (NAME, NAME.1, NAME.2); the same
- * name claimed twice before done() gets two claim slots; without an
- * archive the file is deleted.  Created folders are 0700. */
+/* done(): a claim folder leaves for ARCHIVE/DAY/B as a whole once it
+ * takes no more files (full, BATCH_MS old, or stopped) and all its files
+ * are finished; a file refused from it stays out of the archive; the
+ * same name claimed twice goes into a second folder; without an archive
+ * the file is deleted and the folder removed.  Created folders are 0700,
+ * existing archive files untouched. */
 static void test_done_archives(void **state)
 {
     fx *f = *state;
     assert_int_equal(mkdir(f->archive, 0700), 0);
-    char p[PATH_MAX];
+    char p[PATH_MAX], b0[64], b1[64], id[16], id1[16];
     path_in(p, sizeof p, f->archive, "a.xml");
     write_path(p, "wb", "old", 3);
     rk_inbox *in = start(f, 1);
@@ -765,48 +803,115 @@ static void test_done_archives(void **state)
     assert_int_equal(st.st_mode & 0777, 0700);
 
     drop(f->inbox, "a.xml", "new1", 4);
+    drop(f->inbox, "x.xml", "<x/>", 4);
     rk_inbox_scan(in);
     drop(f->inbox, "a.xml", "new2", 4);
     rk_inbox_scan(in);
-    assert_int_equal(f->n, 2);
-    assert_string_not_equal(f->c[0].path, f->c[1].path);
-    size_t l1 = strlen(f->c[1].path);
-    assert_string_equal(f->c[1].path + l1 - 2, "-2");
+    assert_int_equal(f->n, 3);
+    folder_of(f, &f->c[0], b0, sizeof b0, id);
+    folder_of(f, &f->c[1], p, sizeof p, NULL);
+    assert_string_equal(p, b0); /* a.xml and x.xml: one folder */
+    folder_of(f, &f->c[2], b1, sizeof b1, id1);
+    assert_string_not_equal(b0, b1); /* a.xml again: a new folder */
+    assert_string_equal(id, id1);
+    char owner[32];
+    path_in(p, sizeof p, f->inbox, ".claimed");
+    owner_id(p, owner, sizeof owner);
+    assert_string_equal(id, owner);
+    assert_int_equal(stat(f->c[2].path, &st), 0);
+    path_in(p, sizeof p, f->inbox, ".claimed");
+    char bdir[PATH_MAX];
+    path_in(bdir, sizeof bdir, p, b1);
+    assert_int_equal(stat(bdir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
     assert_string_equal(slurp(f->c[0].path), "new1");
-    assert_string_equal(slurp(f->c[1].path), "new2");
+    assert_string_equal(slurp(f->c[2].path), "new2");
 
+    /* b0 is closed (the second a.xml opened b1): its last file finished,
+     * it moves at once, without the refused x.xml */
     assert_int_equal(rk_inbox_done(in, f->c[0].path, "a.xml"), 0);
-    assert_int_equal(rk_inbox_done(in, f->c[1].path, "a.xml"), 0);
+    assert_true(exists(f->c[0].path)); /* x.xml still in work */
+    assert_int_equal(rk_inbox_fail(in, f->c[1].path, "x.xml", "kaputt"), 0);
     assert_false(exists(f->c[0].path));
-    assert_false(exists(f->c[1].path));
+    archived(p, sizeof p, f->archive, b0, "a.xml");
+    assert_string_equal(slurp(p), "new1");
+    archived(p, sizeof p, f->archive, b0, "");
+    assert_int_equal(count_entries(p), 1);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    path_in(p, sizeof p, f->error, "x.xml");
+    assert_string_equal(slurp(p), "<x/>");
+
+    /* b1 still takes files: its finished file waits for BATCH_MS */
+    assert_int_equal(rk_inbox_done(in, f->c[2].path, "a.xml"), 0);
+    assert_true(exists(f->c[2].path));
+    msleep(1050);
+    rk_inbox_scan(in);
+    assert_false(exists(f->c[2].path));
+    assert_false(exists(bdir));
+    archived(p, sizeof p, f->archive, b1, "a.xml");
+    assert_string_equal(slurp(p), "new2");
     path_in(p, sizeof p, f->archive, "a.xml");
     assert_string_equal(slurp(p), "old");
-    path_in(p, sizeof p, f->archive, "a.xml.1");
-    assert_string_equal(slurp(p), "new1");
-    path_in(p, sizeof p, f->archive, "a.xml.2");
-    assert_string_equal(slurp(p), "new2");
-    assert_int_equal(count_entries(f->archive), 3);
+    assert_int_equal(count_entries(f->archive), 2); /* a.xml and the day */
     assert_int_equal(rk_inbox_done(in, f->c[0].path, "a.xml"), -ENOENT);
     assert_int_equal(rk_inbox_done(in, f->c[0].path, "../a.xml"), -EINVAL);
+
+    /* stopped with a folder not finished: the stored file goes alone, the
+     * other stays for the next start, which reports it from a new folder */
+    f->n = 0;
+    drop(f->inbox, "p.xml", "<p/>", 4);
+    drop(f->inbox, "q.xml", "<q/>", 4);
+    rk_inbox_scan(in);
+    assert_int_equal(f->n, 2);
+    int ip = strcmp(f->c[0].name, "p.xml") == 0 ? 0 : 1;
+    folder_of(f, &f->c[ip], b0, sizeof b0, NULL);
+    assert_int_equal(rk_inbox_done(in, f->c[ip].path, "p.xml"), 0);
+    char qpath[PATH_MAX];
+    snprintf(qpath, sizeof qpath, "%s", f->c[1 - ip].path);
     finish(f, in, NULL);
+    archived(p, sizeof p, f->archive, b0, "p.xml");
+    assert_string_equal(slurp(p), "<p/>");
+    assert_string_equal(slurp(qpath), "<q/>");
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    f->n = 0;
+    in = start(f, 1);
+    run_until_claims(f, 1, 1000);
+    assert_int_equal(f->n, 1);
+    assert_int_equal(f->recovered, 1);
+    assert_string_equal(f->c[0].name, "q.xml");
+    folder_of(f, &f->c[0], b1, sizeof b1, NULL);
+    assert_string_not_equal(b0, b1);
+    assert_false(exists(qpath));
+    assert_int_equal(rk_inbox_done(in, f->c[0].path, "q.xml"), 0);
+    archived(p, sizeof p, f->archive, b1, "q.xml"); /* a recovered folder is closed */
+    assert_string_equal(slurp(p), "<q/>");
+    finish(f, in, NULL);
+    path_in(p, sizeof p, f->inbox, ".claimed");
+    assert_int_equal(count_entries(p), 0); /* and the owner file went at stop */
 
     /* no archive: delete */
     assert_int_equal(uv_loop_init(&f->loop), 0);
     f->n = 0;
+    f->recovered = 0;
     in = start(f, 0);
     drop(f->inbox, "b.xml", "b", 1);
     rk_inbox_scan(in);
     assert_int_equal(f->n, 1);
     assert_int_equal(rk_inbox_done(in, f->c[0].path, "b.xml"), 0);
     assert_false(exists(f->c[0].path));
-    assert_int_equal(count_entries(f->archive), 3);
     assert_int_equal(rk_inbox_config_of(in)->archive_dir, NULL);
     assert_int_equal(rk_inbox_config_of(in)->max_ratio, 100);
     finish(f, in, NULL);
+    path_in(p, sizeof p, f->inbox, ".claimed");
+    assert_int_equal(count_entries(p), 0);
+    archived(p, sizeof p, f->archive, b1, "");
+    assert_int_equal(count_entries(p), 1);
 }
 
-/* An archive on another file system (EXDEV): copied, then the claimed
- * file removed; still no overwrite.  Skipped without a separate tmpfs. */
+/* An archive on another file system (EXDEV): the folder cannot move with
+ * one rename, so its files are copied into OTHER/DAY/B/ and the claimed
+ * ones removed; still no overwrite.  Skipped without a separate tmpfs. */
 static void test_done_across_filesystems(void **state)
 {
     fx *f = *state;
@@ -826,20 +931,25 @@ static void test_done_across_filesystems(void **state)
     drop(f->inbox, "a.xml", "two", 3);
     rk_inbox_scan(in);
     assert_int_equal(f->n, 2);
+    char b0[64], b1[64], p[PATH_MAX];
+    folder_of(f, &f->c[0], b0, sizeof b0, NULL);
+    folder_of(f, &f->c[1], b1, sizeof b1, NULL);
     assert_int_equal(rk_inbox_done(in, f->c[0].path, "a.xml"), 0);
     assert_int_equal(rk_inbox_done(in, f->c[1].path, "a.xml"), 0);
-    assert_false(exists(f->c[0].path));
+    assert_false(exists(f->c[0].path)); /* its folder was closed */
+    finish(f, in, NULL);
     assert_false(exists(f->c[1].path));
-    char p[PATH_MAX];
-    path_in(p, sizeof p, other, "a.xml");
+    archived(p, sizeof p, other, b0, "a.xml");
     assert_string_equal(slurp(p), "one");
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    path_in(p, sizeof p, other, "a.xml.1");
+    archived(p, sizeof p, other, b1, "a.xml");
     assert_string_equal(slurp(p), "two");
-    assert_int_equal(count_entries(other), 2); /* no temp file left */
-    finish(f, in, NULL);
+    archived(p, sizeof p, other, b0, "");
+    assert_int_equal(count_entries(p), 1); /* no temp file left */
+    path_in(p, sizeof p, f->inbox, ".claimed");
+    assert_int_equal(count_entries(p), 0);
     nftw(other, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -871,9 +981,11 @@ static void test_fail_writes_reason(void **state)
     finish(f, in, NULL);
 }
 
-/* Leftovers in .claimed/ from dead instances are re-claimed at start and
- * reported on the first scan under their original names; files of a
- * running instance stay where they are; stale owner files are swept. */
+/* Leftovers in .claimed/ from dead instances — their claim folders and
+ * files an older rekey left as NAME.ID — are re-claimed at start into
+ * folders of the new instance and reported on the first scan under their
+ * original names; what a running instance claimed stays where it is, as
+ * does a folder that is not a claim folder; stale owner files are swept. */
 static void test_leftovers_reported(void **state)
 {
     fx *f = *state;
@@ -898,23 +1010,43 @@ static void test_leftovers_reported(void **state)
     write_path(p, "wb", "junk", 4);
     path_in(p, sizeof p, claimed, ".owner.0123456789ab");
     write_path(p, "wb", "", 0);
+    /* claim folders: of the dead instance, of the running a, and one that
+     * is not a claim folder at all */
+    char dead[PATH_MAX], live[PATH_MAX], livename[64], stray[PATH_MAX];
+    path_in(dead, sizeof dead, claimed, "20261127T101500Z-0123456789ab-7");
+    assert_int_equal(mkdir(dead, 0700), 0);
+    path_in(p, sizeof p, dead, "dead.xml");
+    write_path(p, "wb", "<dead/>", 7);
+    snprintf(livename, sizeof livename, "20261127T101500Z-%s-3", id_a);
+    path_in(live, sizeof live, claimed, livename);
+    assert_int_equal(mkdir(live, 0700), 0);
+    path_in(p, sizeof p, live, "live.xml");
+    write_path(p, "wb", "<live/>", 7);
+    path_in(stray, sizeof stray, claimed, "stray");
+    assert_int_equal(mkdir(stray, 0700), 0);
+    path_in(p, sizeof p, stray, "s.xml");
+    write_path(p, "wb", "<s/>", 4);
 
     rk_inbox *b = start(f, 0);
     assert_int_equal(f->n, 0); /* start never calls the callback */
     assert_int_equal(rk_inbox_idle(b), 0);
-    run_until_claims(f, 3, 1000);
+    run_until_claims(f, 4, 1000);
     run_for(f, 30);
-    assert_int_equal(f->n, 3);
-    assert_int_equal(f->recovered, 3); /* all three flagged as leftovers */
-    int seen_old = 0, seen_twice = 0, seen_hand = 0;
-    char id_b[32] = "";
-    for (int i = 0; i < 3; i++) {
+    assert_int_equal(f->n, 4);
+    assert_int_equal(f->recovered, 4); /* all four flagged as leftovers */
+    int seen_old = 0, seen_twice = 0, seen_hand = 0, seen_dead = 0;
+    char id_b[32] = "", folder[64], fid[16];
+    for (int i = 0; i < 4; i++) {
         assert_ptr_equal(f->c[i].who, b);
-        const char *base = strrchr(f->c[i].path, '/') + 1;
-        if (strcmp(f->c[i].name, "old.xml") == 0) {
+        folder_of(f, &f->c[i], folder, sizeof folder, fid);
+        if (strcmp(f->c[i].name, "dead.xml") == 0) {
+            seen_dead++;
+            assert_string_equal(slurp(f->c[i].path), "<dead/>");
+            assert_string_not_equal(folder, "20261127T101500Z-0123456789ab-7");
+        } else if (strcmp(f->c[i].name, "old.xml") == 0) {
             seen_old++;
             assert_string_equal(slurp(f->c[i].path), "<old/>");
-            snprintf(id_b, sizeof id_b, "%s", base + strlen("old.xml."));
+            snprintf(id_b, sizeof id_b, "%s", fid);
         } else if (strcmp(f->c[i].name, "twice.xml") == 0) {
             seen_twice++;
             assert_string_equal(slurp(f->c[i].path), "<twice/>");
@@ -923,10 +1055,19 @@ static void test_leftovers_reported(void **state)
             assert_string_equal(slurp(f->c[i].path), "<hand/>");
         }
     }
-    assert_int_equal(seen_old + seen_twice + seen_hand, 3);
-    assert_int_equal(seen_old * seen_twice * seen_hand, 1);
+    assert_int_equal(seen_old + seen_twice + seen_hand + seen_dead, 4);
+    assert_int_equal(seen_old * seen_twice * seen_hand * seen_dead, 1);
     assert_int_equal(strlen(id_b), 12);
     assert_string_not_equal(id_b, id_a);
+    for (int i = 0; i < 4; i++) {
+        folder_of(f, &f->c[i], folder, sizeof folder, fid);
+        assert_string_equal(fid, id_b);
+    }
+    assert_false(exists(dead));
+    path_in(p, sizeof p, live, "live.xml");
+    assert_string_equal(slurp(p), "<live/>"); /* a still runs */
+    path_in(p, sizeof p, stray, "s.xml");
+    assert_string_equal(slurp(p), "<s/>");     /* not rekey's: left alone */
     path_in(p, sizeof p, claimed, "old.xml.0123456789ab");
     assert_false(exists(p));
     path_in(p, sizeof p, claimed, busy);
@@ -939,6 +1080,42 @@ static void test_leftovers_reported(void **state)
     assert_string_equal(slurp(p), "not an XML submission: only .xml and .xml.gz are taken\n");
     assert_int_equal(rk_inbox_idle(b), 1);
     finish(f, a, b);
+}
+
+/* A claim folder of a dead instance that holds something rekeyd does not
+ * put there (here a symbolic link) does not move to the archive whole:
+ * its stored file goes alone, the folder stays with the stranger. */
+static void test_claim_folder_with_stranger(void **state)
+{
+    fx *f = *state;
+    char claimed[PATH_MAX], dead[PATH_MAX], p[PATH_MAX], b[64];
+    path_in(claimed, sizeof claimed, f->inbox, ".claimed");
+    assert_int_equal(mkdir(f->inbox, 0700), 0);
+    assert_int_equal(mkdir(claimed, 0700), 0);
+    path_in(dead, sizeof dead, claimed, "20261127T101500Z-0123456789ab-7");
+    assert_int_equal(mkdir(dead, 0700), 0);
+    path_in(p, sizeof p, dead, "d.xml");
+    write_path(p, "wb", "<d/>", 4);
+    path_in(p, sizeof p, dead, "l.xml");
+    assert_int_equal(symlink("/etc/passwd", p), 0);
+    rk_inbox *in = start(f, 1);
+    run_until_claims(f, 1, 1000);
+    run_for(f, 30);
+    assert_int_equal(f->n, 1);
+    assert_int_equal(f->recovered, 1);
+    assert_string_equal(f->c[0].name, "d.xml");
+    folder_of(f, &f->c[0], b, sizeof b, NULL);
+    assert_int_equal(rk_inbox_done(in, f->c[0].path, "d.xml"), 0);
+    archived(p, sizeof p, f->archive, b, "d.xml");
+    assert_string_equal(slurp(p), "<d/>");
+    path_in(p, sizeof p, claimed, b);
+    assert_int_equal(count_entries(p), 1); /* the link stayed */
+    char link[PATH_MAX];
+    path_in(link, sizeof link, p, "l.xml");
+    char target[64] = "";
+    assert_true(readlink(link, target, sizeof target - 1) > 0);
+    assert_string_equal(target, "/etc/passwd");
+    finish(f, in, NULL);
 }
 
 /* Stopping from inside the claim callback ends the scan: nothing more
@@ -1000,6 +1177,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_done_across_filesystems, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_writes_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftovers_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_folder_with_stranger, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_inside_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_errors, setup, teardown),
     };
