@@ -722,6 +722,10 @@ static void process_work(uv_work_t *req)
     rk_rules_check(w->job, &w->res, w->today);
     w->outcome = P_MAPPED;
     xmlFreeDoc(doc);
+    /* the JSON of the fields row here rather than on the writer thread,
+     * which the backlog keeps busier (NULL: the store makes it there) */
+    if (w->res.n_fields)
+        w->res.values_json = rk_store_fields_json(&w->res);
 }
 
 /* The codes of the anomalies, for event reasons (codes only: messages

@@ -32,6 +32,7 @@ void rk_result_free(rk_result *r)
         free(f->node);
     }
     free(r->fields);
+    free(r->values_json);
     for (size_t i = 0; i < r->n_anomalies; i++) {
         free(r->anomalies[i].code);
         free(r->anomalies[i].field);

@@ -41,6 +41,11 @@ typedef struct rk_result {
     size_t n_anomalies;
     rk_dup_check *dups;
     size_t n_dups;
+    /* the fields' values as the store keeps them ([[value, source, node],
+     * ...]), made on a worker thread (rk_store_fields_json) so that the
+     * writer thread only binds it; NULL: the store makes it.  Whoever
+     * changes fields after it was made frees it and sets it NULL. */
+    char *values_json;
 } rk_result;
 
 void rk_result_init(rk_result *r);

@@ -147,6 +147,11 @@ int rk_store_save_result(rk_store *s, int64_t job_id, const rk_result *r);
 /* The same for a job that has no fields and anomalies yet (processed for
  * the first time since its intake): writes without deleting first. */
 int rk_store_add_result(rk_store *s, int64_t job_id, const rk_result *r);
+/* r's field values as the store writes them (JSON text, the caller
+ * frees; NULL when out of memory).  Needs no connection: a worker thread
+ * makes it and puts it into r->values_json, so that the writer thread
+ * binds one text instead of building it in SQL. */
+char *rk_store_fields_json(const rk_result *r);
 /* Appends one anomaly. */
 int rk_store_add_anomaly(rk_store *s, int64_t job_id, const char *code,
                          const char *field, rk_severity sev, const char *message);

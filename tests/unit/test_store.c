@@ -1092,6 +1092,64 @@ static void test_many_fields(void **state)
     rk_result_free(&back);
 }
 
+/* The fields row made on a worker thread (rk_store_fields_json into
+ * values_json) is byte for byte the text SQLite's json_array writes for
+ * the same values: quotes, backslashes, every control character, UTF-8,
+ * empty strings and NULLs. */
+static void test_values_json_as_sqlite(void **state)
+{
+    fixture *f = *state;
+    static const char *vals[] = {"Müller", "\"zitiert\"", "a\\b", "", "Zeile 1\nZeile 2",
+                                 "\t\r\b\f\x01\x1f\x7f", "Kaiserstraße 236 – Hof", "/x/y"};
+    enum { N = sizeof vals / sizeof *vals };
+    rk_result r;
+    rk_result_init(&r);
+    r.fields = calloc(N, sizeof *r.fields);
+    r.n_fields = N;
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "f%d", i);
+        set_field(&r.fields[i], name, vals[i], i % 3 ? vals[N - 1 - i] : NULL, "a:X",
+                  i % 2 ? "/A/X" : NULL);
+    }
+    int64_t in_sql = add(f), made = add(f);
+    assert_int_equal(rk_store_add_result(f->s, in_sql, &r), 0);
+    r.values_json = rk_store_fields_json(&r);
+    assert_non_null(r.values_json);
+    assert_int_equal(rk_store_add_result(f->s, made, &r), 0);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(f->side, "SELECT (SELECT data FROM job_fields WHERE"
+                                        " job_id = ?1), (SELECT data FROM job_fields WHERE"
+                                        " job_id = ?2), json_valid((SELECT data FROM"
+                                        " job_fields WHERE job_id = ?2))",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, in_sql);
+    sqlite3_bind_int64(st, 2, made);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 1), r.values_json);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), r.values_json);
+    assert_int_equal(sqlite3_column_int(st, 2), 1);
+    sqlite3_finalize(st);
+    rk_result back;
+    rk_result_init(&back);
+    assert_int_equal(rk_store_load_result(f->s, made, &back), 0);
+    assert_int_equal(back.n_fields, N);
+    for (int i = 0; i < N; i++) {
+        assert_string_equal(back.fields[i].value, vals[i]);
+        if (i % 3)
+            assert_string_equal(back.fields[i].source, vals[N - 1 - i]);
+        else
+            assert_null(back.fields[i].source);
+        if (i % 2)
+            assert_string_equal(back.fields[i].node, "/A/X");
+        else
+            assert_null(back.fields[i].node);
+    }
+    rk_result_free(&back);
+    rk_result_free(&r);
+}
+
 static void test_load_result_round_trip(void **state)
 {
     fixture *f = *state;
@@ -1858,6 +1916,7 @@ int main(void)
         T(test_field_sets_shared_and_rolled_back),
         T(test_delivery_rows),
         T(test_many_fields),
+        T(test_values_json_as_sqlite),
         T(test_load_result_round_trip),
         T(test_dup_check_window),
         T(test_dup_find_before_the_job),
