@@ -127,6 +127,9 @@ typedef struct xp_env {
     const rk_job *job;
     xmlDocPtr doc;
     xmlXPathContextPtr ctx;
+    /* the parser put the element names into doc->dict: equal names are
+     * equal pointers (compared as such in the child paths and node paths) */
+    int interned;
     char err[256];
 } xp_env;
 
@@ -178,6 +181,8 @@ static int xp_open(xp_env *env, const rk_job *job, xmlDocPtr doc)
     } else if (!(env->ctx = xmlXPathNewContext(doc))) {
         oom();
     }
+    /* all names or none: the parser interns them unless XML_PARSE_NODICT */
+    env->interned = doc->dict && xmlDictOwns(doc->dict, root->name) == 1;
     env->ctx->node = root;
     env->ctx->contextSize = -1;
     env->ctx->proximityPosition = -1;
@@ -219,7 +224,7 @@ static char *take_xml_string(xmlChar *s)
  * with a position only where same-named siblings make one necessary.
  * xmlGetNodePath writes a bare star step
  * which tells a clerk nothing.  Returns a new string (caller frees). */
-static char *node_path(xmlNodePtr n)
+static char *node_path(xmlNodePtr n, int interned)
 {
     /* the steps point into the document; the path is assembled once, in
      * one allocation (this runs for every field of every document) */
@@ -236,7 +241,8 @@ static char *node_path(xmlNodePtr n)
             int total = 0;
             for (xmlNodePtr sib = cur->parent ? cur->parent->children : NULL; sib;
                  sib = sib->next) {
-                if (sib->type != XML_ELEMENT_NODE || !xmlStrEqual(sib->name, cur->name))
+                if (sib->type != XML_ELEMENT_NODE ||
+                    (interned ? sib->name != cur->name : !xmlStrEqual(sib->name, cur->name)))
                     continue;
                 total++;
                 if (sib == cur)
@@ -362,22 +368,54 @@ rk_child_path *rk_child_path_compile(const rk_job *job, const char *xpath)
 }
 
 /* The first element in document order below parent that step i.. of p
- * reaches. */
-static xmlNodePtr child_path_first(xmlNodePtr parent, const rk_child_path *p, size_t i)
+ * reaches.  With want (the steps' names as the document's dictionary
+ * holds them) names compare as pointers. */
+static xmlNodePtr child_path_first(xmlNodePtr parent, const rk_child_path *p, size_t i,
+                                   const xmlChar *const *want)
 {
     for (xmlNodePtr c = parent->children; c; c = c->next) {
-        if (c->type != XML_ELEMENT_NODE || !xmlStrEqual(c->name, BAD_CAST p->step[i].name))
+        if (c->type != XML_ELEMENT_NODE ||
+            (want ? c->name != want[i] : !xmlStrEqual(c->name, BAD_CAST p->step[i].name)))
             continue;
         if (p->step[i].uri ? !(c->ns && xmlStrEqual(c->ns->href, BAD_CAST p->step[i].uri))
                            : c->ns != NULL)
             continue;
         if (i + 1 == p->n)
             return c;
-        xmlNodePtr hit = child_path_first(c, p, i + 1);
+        xmlNodePtr hit = child_path_first(c, p, i + 1, want);
         if (hit)
             return hit;
     }
     return NULL;
+}
+
+/* The string value of a node as XPath's string() gives it, without
+ * libxml2's buffer for the common case of an element holding one text
+ * (or CDATA) node or nothing. */
+static char *string_value(xmlNodePtr n)
+{
+    if (n->type == XML_ELEMENT_NODE) {
+        xmlNodePtr c = n->children;
+        if (!c)
+            return xstrdup("");
+        if (!c->next && (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE))
+            return xstrdup(c->content ? (const char *)c->content : "");
+    }
+    char *v = take_xml_string(xmlXPathCastNodeToString(n));
+    return v ? v : xstrdup("");
+}
+
+/* The first element a plain child path reaches from the root, or NULL. */
+static xmlNodePtr child_path_eval(const xp_env *env, const rk_child_path *p)
+{
+    xmlNodePtr root = xmlDocGetRootElement(env->doc);
+    const xmlChar *want[16];
+    if (!env->interned || p->n > sizeof want / sizeof *want)
+        return child_path_first(root, p, 0, NULL);
+    for (size_t i = 0; i < p->n; i++)
+        if (!(want[i] = xmlDictExists(env->doc->dict, BAD_CAST p->step[i].name, -1)))
+            return NULL; /* no element of the document has that name */
+    return child_path_first(root, p, 0, want);
 }
 
 /*
@@ -395,13 +433,11 @@ static int xp_eval(xp_env *env, const rk_child_path *direct, void *compiled,
         *node = NULL;
     env->err[0] = '\0';
     if (direct) {
-        xmlNodePtr first = child_path_first(xmlDocGetRootElement(env->doc), direct, 0);
+        xmlNodePtr first = child_path_eval(env, direct);
         if (first) {
-            *value = take_xml_string(xmlXPathCastNodeToString(first));
-            if (!*value)
-                *value = xstrdup("");
+            *value = string_value(first);
             if (node)
-                *node = node_path(first);
+                *node = node_path(first, env->interned);
         }
         return 0;
     }
@@ -419,11 +455,9 @@ static int xp_eval(xp_env *env, const rk_child_path *direct, void *compiled,
         if (ns && ns->nodeNr > 0) {
             xmlXPathNodeSetSort(ns);
             xmlNodePtr first = ns->nodeTab[0];
-            *value = take_xml_string(xmlXPathCastNodeToString(first));
-            if (!*value)
-                *value = xstrdup("");
+            *value = string_value(first);
             if (node && first->type != XML_NAMESPACE_DECL)
-                *node = node_path(first);
+                *node = node_path(first, env->interned);
         }
     } else {
         *value = take_xml_string(xmlXPathCastToString(obj));

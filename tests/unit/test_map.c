@@ -731,6 +731,7 @@ static const char PATHS_DOC[] =
     "  <a:T xmlns=\"" NS_A "\"><Q>vorgabe</Q></a:T>\n"
     "  <a:U><a:V/></a:U>\n"
     "  <a:W><![CDATA[roh<>]]></a:W>\n"
+    "  <a:W2>a&amp;b<!-- c -->d<![CDATA[e]]></a:W2>\n"
     "  <a:X><a:Y><a:Z>tief1</a:Z></a:Y></a:X><a:X><a:Y><a:Z>tief2</a:Z></a:Y></a:X>\n"
     "  <a:X2><a:Y/></a:X2><a:X2><a:Y><a:Z>spaet</a:Z></a:Y></a:X2>\n"
     "</a:Antrag>\n";
@@ -744,7 +745,7 @@ static void test_child_path_equals_xpath(void **state)
     static const char *const paths[] = {
         "a:P/a:Q", "a:P", "a:R/a:S", "P/Q", "P", "b:P/a:Q", "a:T/a:Q", "a:T/Q",
         "a:U/a:V", "a:U", "a:W", "a:Fehlt/a:Q", "a:P/a:Q/a:Z", "a:Antrag",
-        "a:X/a:Y/a:Z", "a:X2/a:Y/a:Z", "a:X2/a:Y", "x", "a:R/a:S/x",
+        "a:X/a:Y/a:Z", "a:X2/a:Y/a:Z", "a:X2/a:Y", "x", "a:R/a:S/x", "a:W2",
     };
     const size_t n = sizeof paths / sizeof paths[0];
     rk_job *j = job_new();
@@ -763,6 +764,10 @@ static void test_child_path_equals_xpath(void **state)
         snprintf(xp, sizeof xp, "./%s", paths[i]);
         f = job_field(j, name, xp);
         assert_null(rk_child_path_compile(j, xp));
+        /* the string value computed by libxml2 alone */
+        snprintf(name, sizeof name, "s%zu", i);
+        snprintf(xp, sizeof xp, "string(./%s)", paths[i]);
+        job_field(j, name, xp);
     }
     const char *code = NULL;
     char msg[256];
@@ -787,6 +792,9 @@ static void test_child_path_equals_xpath(void **state)
         assert_non_null(d->source);
         assert_string_equal(d->source, x->source);
         assert_string_equal(d->node, x->node);
+        char sn[32];
+        snprintf(sn, sizeof sn, "s%zu", i);
+        assert_string_equal(d->source, rk_result_field(&r, sn)->source);
     }
     /* and what they are, so that both cannot be wrong alike */
     assert_string_equal(rk_result_field(&r, "d0")->source, "eins");
@@ -796,6 +804,7 @@ static void test_child_path_equals_xpath(void **state)
     assert_null(rk_result_field(&r, "d7")->source);
     assert_string_equal(rk_result_field(&r, "d8")->source, "");
     assert_string_equal(rk_result_field(&r, "d10")->source, "roh<>");
+    assert_string_equal(rk_result_field(&r, "d19")->source, "a&bde");
     assert_string_equal(rk_result_field(&r, "d15")->source, "spaet");
     assert_string_equal(rk_result_field(&r, "d15")->node, "/Antrag/X2[2]/Y/Z");
     assert_string_equal(rk_result_field(&r, "d1")->node, "/Antrag/P[1]");
