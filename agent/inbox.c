@@ -662,12 +662,54 @@ static void batch_archive_each(rk_inbox *in, batch *b)
     (void)unlinkat(in->claimed_fd, b->name, AT_REMOVEDIR); /* fails when not empty */
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* 1 when the folder holds exactly the stored files b knows (one listing
+ * per folder): anything else in it — a file put there by hand, a file
+ * counted twice — keeps it from moving whole. */
+static int batch_exact(rk_inbox *in, batch *b)
+{
+    int fd = openat(in->claimed_fd, b->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    qsort(b->done, b->ndone, sizeof *b->done, str_cmp);
+    size_t n = 0;
+    int exact = 1;
+    struct dirent *de;
+    while (exact && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        const char *key = de->d_name;
+        exact = bsearch(&key, b->done, b->ndone, sizeof *b->done, str_cmp) != NULL;
+        n++;
+    }
+    closedir(d);
+    if (exact && n != b->ndone)
+        exact = 0; /* a name counted twice */
+    if (!exact)
+        rk_warn(COMP, "instance %s: claim folder %s does not hold just its stored files; "
+                "they go to the archive one by one and the rest stays for the next start",
+                in->id, b->name);
+    return exact;
+}
+
 /* The whole folder to archive/DAY/B with one rename (a second folder of
  * that name: B.1, ...).  Across file systems, or when the rename fails,
  * file by file. */
 static void batch_archive(rk_inbox *in, batch *b)
 {
     char dst[PATH_MAX], src[PATH_MAX];
+    if (!batch_exact(in, b)) {
+        batch_archive_each(in, b);
+        return;
+    }
     int rc = batch_archive_dir(in, b->name, dst, sizeof dst);
     if (!rc) {
         char *slash = strrchr(dst, '/');

@@ -1118,6 +1118,47 @@ static void test_claim_folder_with_stranger(void **state)
     finish(f, in, NULL);
 }
 
+/* A claim folder is listed before it moves whole: a file put into it by
+ * hand, or a stored file reported twice while another is still in work,
+ * keeps it in .claimed/ — the stored file goes alone and the rest is
+ * taken again by the next start. */
+static void test_claim_folder_checked_before_it_moves(void **state)
+{
+    fx *f = *state;
+    char p[PATH_MAX], b[64], claimed[PATH_MAX];
+    rk_inbox *in = start(f, 1);
+    drop(f->inbox, "a.xml", "<a/>", 4);
+    drop(f->inbox, "b.xml", "<b/>", 4);
+    rk_inbox_scan(in);
+    assert_int_equal(f->n, 2);
+    int ia = strcmp(f->c[0].name, "a.xml") == 0 ? 0 : 1;
+    folder_of(f, &f->c[ia], b, sizeof b, NULL);
+    path_in(claimed, sizeof claimed, f->inbox, ".claimed");
+    path_in(p, sizeof p, claimed, b);
+    char stray[PATH_MAX];
+    path_in(stray, sizeof stray, p, "fremd.xml");
+    write_path(stray, "wb", "<fremd/>", 8);
+    assert_int_equal(rk_inbox_done(in, f->c[ia].path, "a.xml"), 0);
+    assert_int_equal(rk_inbox_done(in, f->c[ia].path, "a.xml"), 0); /* twice */
+    finish(f, in, NULL);
+    archived(p, sizeof p, f->archive, b, "a.xml");
+    assert_string_equal(slurp(p), "<a/>");
+    assert_string_equal(slurp(f->c[1 - ia].path), "<b/>");
+    assert_string_equal(slurp(stray), "<fremd/>");
+
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    f->n = 0;
+    f->recovered = 0;
+    in = start(f, 1);
+    run_until_claims(f, 2, 1000);
+    assert_int_equal(f->n, 2);
+    assert_int_equal(f->recovered, 2);
+    int ib = strcmp(f->c[0].name, "b.xml") == 0 ? 0 : 1;
+    assert_string_equal(f->c[ib].name, "b.xml");
+    assert_string_equal(f->c[1 - ib].name, "fremd.xml");
+    finish(f, in, NULL);
+}
+
 /* Stopping from inside the claim callback ends the scan: nothing more
  * is claimed and the handles still close cleanly. */
 static void test_stop_inside_callback(void **state)
@@ -1178,6 +1219,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fail_writes_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftovers_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_folder_with_stranger, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_folder_checked_before_it_moves, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_stop_inside_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_errors, setup, teardown),
     };
