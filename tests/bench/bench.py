@@ -11,7 +11,9 @@ Steps, each on the same corpus of N generated submissions:
             the SQLite target, durable (sync = full unless told); rate
             from the queue's own timestamps (first submissions.received_at
             to the last final event's at) and from the process wall time;
-            peak RSS from wait4();
+            peak RSS of the process; three passes, each on a new queue,
+            measured like the floor: the best pass is the rate (and the
+            ratio is best against best), the peak RSS the highest;
   rate      rekeyd running normally; the harness drops files into the
             inbox at a steady rate (write .NAME.tmp, rename) for a fixed
             time; latency = delivered event's `at` minus the time of the rename;
@@ -26,7 +28,8 @@ Prints one table and writes build/bench/bench-<UTC>.json and
 build/bench/latest.json.  Timings are reported, never asserted.
 
 Usage: python3 tests/bench/bench.py [--n 20000] [--rate 1000] [--seconds 20]
-       [--queue 1000000] [--intake 5000] [--intake-passes 3] [--workers W]
+       [--queue 1000000] [--intake 5000] [--intake-passes 3] [--backlog-passes 3]
+       [--workers W]
        [--sync full|normal]
        [--skip floor,backlog,rate,intake] [--out DIR]
 """
@@ -317,6 +320,7 @@ def target_rows(rig):
 # ---- the steps ----------------------------------------------------------
 
 FLOOR_PASSES = 3
+BACKLOG_PASSES = 3
 
 
 def step_floor(m, cdir):
@@ -388,11 +392,31 @@ def settle_disk(what):
 
 
 def step_backlog(m, cdir, work, args):
-    rig = Rig(os.path.join(work, "backlog"), args)
+    """The backlog, args.backlog_passes times on a new queue each: measured
+    as the floor is (the best pass; a single pass against the floor's best
+    of three made the ratio depend on which one the host's other guests
+    slowed), every pass recorded; the peak RSS is the highest of them, and
+    every pass must deliver what it should."""
+    passes = []
+    for k in range(max(1, args.backlog_passes)):
+        if k:
+            settle_disk(f"backlog pass {k + 1}")
+        passes.append(backlog_pass(m, cdir, work, args, k + 1))
+    best = max(passes, key=lambda p: p["per_second"] or 0)
+    out = dict(best)
+    out["passes_per_second"] = [p["per_second"] for p in passes]
+    out["passes_cpu_us_per_document"] = [p["cpu_us_per_document"] for p in passes]
+    out["peak_rss_kb"] = max(p["peak_rss_kb"] or 0 for p in passes)
+    out["passes_delivered"] = [p["delivered"] for p in passes]
+    return out
+
+
+def backlog_pass(m, cdir, work, args, k):
+    rig = Rig(os.path.join(work, f"backlog-{k}"), args)
     for e in m["files"]:
         place(os.path.join(cdir, e["name"]), os.path.join(rig.inbox, e["name"]))
     n = len(m["files"])
-    log(f"backlog: rekeyd --once on {n:,} files (sync = {args.sync})")
+    log(f"backlog: pass {k}: rekeyd --once on {n:,} files (sync = {args.sync})")
     wall, ru = rig.run_once("backlog", n)
     first, last_in, last_final, last_dlv = span(rig)
     states = outcome(rig)
@@ -419,8 +443,11 @@ def step_backlog(m, cdir, work, args):
     }
     res["cpu_us_per_document"] = round((ru.ru_utime + ru.ru_stime) / n * 1e6, 1)
     res.update(writer_stats(rig.log))
-    log(f"backlog: {n:,} in {db_s:.2f} s by the queue's timestamps ({wall:.2f} s wall), "
+    log(f"backlog: pass {k}: {n:,} in {db_s:.2f} s by the queue's timestamps "
+        f"({wall:.2f} s wall, {res['cpu_us_per_document']:.0f} us CPU per document), "
         f"{res['delivered']:,} delivered, {res['review']:,} in review")
+    if not args.keep:
+        shutil.rmtree(rig.base, ignore_errors=True)
     return res
 
 
@@ -779,12 +806,18 @@ def table(r):
             rows.append(("  floor passes, docs/s",
                          " / ".join(fmt(v) for v in fl["passes_per_second"]), ""))
     if bl:
-        rows.append(("backlog --once, docs/s (queue timestamps)", fmt(bl["per_second"]),
-                     f">= {TARGETS['backlog_per_second']:,}"))
+        np_ = len(bl.get("passes_per_second", [1]))
+        rows.append((f"backlog --once, docs/s (queue timestamps, best of {np_})",
+                     fmt(bl["per_second"]), f">= {TARGETS['backlog_per_second']:,}"))
+        if np_ > 1:
+            rows.append(("  backlog passes, docs/s",
+                         " / ".join(fmt(v) for v in bl["passes_per_second"]), ""))
+            rows.append(("  backlog passes, CPU per document, us",
+                         " / ".join(fmt(v) for v in bl["passes_cpu_us_per_document"]), ""))
         rows.append(("backlog --once, docs/s (process wall time)",
                      fmt(bl["per_second_wall"]), ""))
         if bl.get("cpu_us_per_document") is not None:
-            rows.append(("  CPU per document, us (user + system)",
+            rows.append(("  CPU per document, us (user + system; the best pass)",
                          fmt(bl["cpu_us_per_document"]), ""))
         wr = bl.get("writer")
         if wr and bl.get("seconds_db"):
@@ -869,6 +902,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=20, help="length of the rate run")
     ap.add_argument("--queue", type=int, default=1000000, help="finished jobs in the full queue")
     ap.add_argument("--intake", type=int, default=5000, help="files of the intake runs")
+    ap.add_argument("--backlog-passes", type=int, default=BACKLOG_PASSES,
+                    help="backlog passes, each on a new queue (the best is the rate)")
     ap.add_argument("--intake-passes", type=int, default=3,
                     help="intake passes, each with files of its own (the figures are medians)")
     ap.add_argument("--workers", type=int, default=0, help="rekeyd workers (0: its default)")
@@ -931,7 +966,8 @@ def main(argv=None):
         "machine": machine(),
         "settings": {"n": args.n, "rate": args.rate, "seconds": args.seconds,
                      "queue": args.queue, "intake": args.intake,
-                     "intake_passes": args.intake_passes, "workers": args.workers or None,
+                     "intake_passes": args.intake_passes,
+                     "backlog_passes": args.backlog_passes, "workers": args.workers or None,
                      "sync": args.sync, "settle_ms": 0, "rescan_ms": args.rescan_ms,
                      "set": args.set,
                      "log_level": args.log_level, "seed": args.seed,

@@ -83,6 +83,12 @@ def test_bench_writes_every_metric(tmp_path):
     assert bl["left_in_inbox"] == 0
     assert bl["seconds_db"] > 0 and bl["seconds_wall"] >= bl["seconds_db"] * 0.5
     assert bl["per_second"] > 0 and bl["per_second_wall"] > 0
+    # three passes on new queues, measured as the floor: the best is the rate,
+    # the highest peak RSS the peak, each pass delivered all it should
+    assert len(bl["passes_per_second"]) == 3 == len(bl["passes_cpu_us_per_document"])
+    assert bl["per_second"] == max(bl["passes_per_second"])
+    assert bl["passes_delivered"] == [valid] * 3
+    assert s["backlog_passes"] == 3
     assert bl["ratio_to_floor"] == round(bl["per_second"] / fl["per_second"], 3)
     assert bl["peak_rss_kb"] > 1000
     # the CPU per document and the writer's figures from rekeyd's last line
