@@ -1433,10 +1433,11 @@ static char *json_str_put(char *o, const char *s)
 }
 
 /* [[value, source, node], ...] in one allocation of the exact size: the
- * same text json_array builds in SQL, at a fraction of its cost and of
- * jansson's (json_dumps alone took 140,000 instructions for a document's
- * 19 fields; SQLite's json_array 62,000 on the writer thread; this about
- * 10,000, see docs/performance.md). */
+ * same text json_array builds in SQL, for less than jansson (json_dumps
+ * alone took 140,000 instructions for a document's 19 fields) and than
+ * SQLite's json_array (62,000, on the writer thread, which the backlog
+ * keeps busiest): this takes 40,000, on a worker thread (two passes over
+ * about 2 KB); see docs/performance.md, step 43. */
 char *rk_store_fields_json(const rk_result *r)
 {
     size_t n = 2;
