@@ -707,19 +707,22 @@ static rk_deliver_status sq_put(sq_inst *in, const rk_record *rec, rk_deliver_re
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    /* SQLITE_STATIC: the record and now outlive the step, and the
+     * bindings are cleared before this returns (a copy of each value was
+     * a malloc, a memcpy and a free per field of every record) */
     int k = 1;
     for (size_t i = 0; i < rec->n_fields && rc == SQLITE_OK; i++, k++)
         rc = rec->fields[i].value
-                 ? sqlite3_bind_text(ins, k, rec->fields[i].value, -1, SQLITE_TRANSIENT)
+                 ? sqlite3_bind_text(ins, k, rec->fields[i].value, -1, SQLITE_STATIC)
                  : sqlite3_bind_null(ins, k);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(ins, k++, rec->idempotency_key, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_bind_text(ins, k++, rec->idempotency_key, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = rec->submission_id
-                 ? sqlite3_bind_text(ins, k++, rec->submission_id, -1, SQLITE_TRANSIENT)
+                 ? sqlite3_bind_text(ins, k++, rec->submission_id, -1, SQLITE_STATIC)
                  : sqlite3_bind_null(ins, k++);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(ins, k, now, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_bind_text(ins, k, now, -1, SQLITE_STATIC);
     /* the upsert returns the row's rowid whether it inserted or updated;
      * only an insert moves last_insert_rowid */
     sqlite3_int64 before = sqlite3_last_insert_rowid(in->db), rowid = 0;
