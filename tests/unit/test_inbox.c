@@ -302,6 +302,24 @@ static void folder_of(const fx *f, const claim *c, char *out, size_t n, char *id
     }
 }
 
+/* Drops "a.xml" and "b.xml" (<a/>, <b/>), claims both in one scan into one
+ * claim folder (its name to b); returns the index in f->c of a.xml. */
+static int claim_pair(fx *f, rk_inbox *in, char *b, size_t n)
+{
+    f->n = 0;
+    drop(f->inbox, "a.xml", "<a/>", 4);
+    drop(f->inbox, "b.xml", "<b/>", 4);
+    rk_inbox_scan(in);
+    assert_int_equal(f->n, 2);
+    int ia = strcmp(f->c[0].name, "a.xml") == 0 ? 0 : 1;
+    assert_string_equal(f->c[1 - ia].name, "b.xml");
+    char other[64];
+    folder_of(f, &f->c[ia], b, n, NULL);
+    folder_of(f, &f->c[1 - ia], other, sizeof other, NULL);
+    assert_string_equal(b, other);
+    return ia;
+}
+
 /* ARCHIVE/YYYY-MM-DD/B/NAME: where a stored file of claim folder B goes. */
 static void archived(char *out, size_t n, const char *archive, const char *b, const char *name)
 {
@@ -859,33 +877,27 @@ static void test_done_archives(void **state)
 
     /* stopped with a folder not finished: the stored file goes alone, the
      * other stays for the next start, which reports it from a new folder */
-    f->n = 0;
-    drop(f->inbox, "p.xml", "<p/>", 4);
-    drop(f->inbox, "q.xml", "<q/>", 4);
-    rk_inbox_scan(in);
-    assert_int_equal(f->n, 2);
-    int ip = strcmp(f->c[0].name, "p.xml") == 0 ? 0 : 1;
-    folder_of(f, &f->c[ip], b0, sizeof b0, NULL);
-    assert_int_equal(rk_inbox_done(in, f->c[ip].path, "p.xml"), 0);
+    int ip = claim_pair(f, in, b0, sizeof b0);
+    assert_int_equal(rk_inbox_done(in, f->c[ip].path, "a.xml"), 0);
     char qpath[PATH_MAX];
     snprintf(qpath, sizeof qpath, "%s", f->c[1 - ip].path);
     finish(f, in, NULL);
-    archived(p, sizeof p, f->archive, b0, "p.xml");
-    assert_string_equal(slurp(p), "<p/>");
-    assert_string_equal(slurp(qpath), "<q/>");
+    archived(p, sizeof p, f->archive, b0, "a.xml");
+    assert_string_equal(slurp(p), "<a/>");
+    assert_string_equal(slurp(qpath), "<b/>");
     assert_int_equal(uv_loop_init(&f->loop), 0);
     f->n = 0;
     in = start(f, 1);
     run_until_claims(f, 1, 1000);
     assert_int_equal(f->n, 1);
     assert_int_equal(f->recovered, 1);
-    assert_string_equal(f->c[0].name, "q.xml");
+    assert_string_equal(f->c[0].name, "b.xml");
     folder_of(f, &f->c[0], b1, sizeof b1, NULL);
     assert_string_not_equal(b0, b1);
     assert_false(exists(qpath));
-    assert_int_equal(rk_inbox_done(in, f->c[0].path, "q.xml"), 0);
-    archived(p, sizeof p, f->archive, b1, "q.xml"); /* a recovered folder is closed */
-    assert_string_equal(slurp(p), "<q/>");
+    assert_int_equal(rk_inbox_done(in, f->c[0].path, "b.xml"), 0);
+    archived(p, sizeof p, f->archive, b1, "b.xml"); /* a recovered folder is closed */
+    assert_string_equal(slurp(p), "<b/>");
     finish(f, in, NULL);
     path_in(p, sizeof p, f->inbox, ".claimed");
     assert_int_equal(count_entries(p), 0); /* and the owner file went at stop */
@@ -1127,12 +1139,7 @@ static void test_claim_folder_checked_before_it_moves(void **state)
     fx *f = *state;
     char p[PATH_MAX], b[64], claimed[PATH_MAX];
     rk_inbox *in = start(f, 1);
-    drop(f->inbox, "a.xml", "<a/>", 4);
-    drop(f->inbox, "b.xml", "<b/>", 4);
-    rk_inbox_scan(in);
-    assert_int_equal(f->n, 2);
-    int ia = strcmp(f->c[0].name, "a.xml") == 0 ? 0 : 1;
-    folder_of(f, &f->c[ia], b, sizeof b, NULL);
+    int ia = claim_pair(f, in, b, sizeof b);
     path_in(claimed, sizeof claimed, f->inbox, ".claimed");
     path_in(p, sizeof p, claimed, b);
     char stray[PATH_MAX];
