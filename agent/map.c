@@ -25,6 +25,7 @@
 #include <libxml/xpathInternals.h>
 
 #include "util.h"
+#include "xmlarena.h"
 
 #define RK_MAP_VALUE_MAX (1024 * 1024)
 /* Submitted values quoted in anomaly messages are cut to this many bytes. */
@@ -154,8 +155,10 @@ static void xp_error_cb(void *user, xmlErrorPtr e)
  * An XPath context per thread, kept between documents: a new context
  * registers every XPath function in a new hash table, which cost a
  * tenth of mapping a document.  Between documents it keeps its function
- * table and its object cache; the document, node, namespaces and error
- * state are set for each one.
+ * table; the document, node, namespaces and error state are set for
+ * each one.  It has no object cache: in the daemon the objects come from
+ * the document's region (xmlarena.h), where freeing costs nothing, and a
+ * cache would keep them past the region's end.
  */
 static pthread_key_t xp_key;
 static pthread_once_t xp_once = PTHREAD_ONCE_INIT;
@@ -178,8 +181,16 @@ static int xp_open(xp_env *env, const rk_job *job, xmlDocPtr doc)
     if (env->ctx) {
         pthread_setspecific(xp_key, NULL); /* in use */
         env->ctx->doc = doc;
-    } else if (!(env->ctx = xmlXPathNewContext(doc))) {
-        oom();
+    } else {
+        /* kept between documents, so not from a document's region; and
+         * without the object cache, which would keep objects from it */
+        int was_open = rk_xml_arena_pause();
+        env->ctx = xmlXPathNewContext(doc);
+        if (env->ctx)
+            xmlXPathContextSetCache(env->ctx, 0, 0, 0);
+        rk_xml_arena_resume(was_open);
+        if (!env->ctx)
+            oom();
     }
     /* all names or none: the parser interns them unless XML_PARSE_NODICT */
     env->interned = doc->dict && xmlDictOwns(doc->dict, root->name) == 1;
@@ -203,6 +214,7 @@ static void xp_close(xp_env *env)
     if (!c)
         return;
     xmlXPathRegisteredNsCleanup(c); /* the next document may be another job's */
+    xmlResetError(&c->lastError);   /* its strings may be in a region */
     c->doc = NULL;
     c->node = NULL;
     c->userData = NULL;
