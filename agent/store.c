@@ -1389,6 +1389,17 @@ static char *fields_json(const rk_result *r, int names)
 static const char SHORT_ESC[0x20] = {['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f',
                                      ['\r'] = 'r'};
 
+/* The bytes each byte takes in a JSON string: 1, 2 (\" \\ \b \t \n \f
+ * \r) or 6 (\u00XX); filled once (json_len_init). */
+static unsigned char JSON_LEN[256];
+static pthread_once_t json_len_once = PTHREAD_ONCE_INIT;
+
+static void json_len_init(void)
+{
+    for (int c = 0; c < 256; c++)
+        JSON_LEN[c] = c < 0x20 ? (SHORT_ESC[c] ? 2 : 6) : c == '"' || c == '\\' ? 2 : 1;
+}
+
 /* Bytes of s as a JSON string (with its quotes; "null" for NULL). */
 static size_t json_str_len(const char *s)
 {
@@ -1396,13 +1407,14 @@ static size_t json_str_len(const char *s)
         return 4;
     size_t n = 2;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        n += *p < 0x20 ? (SHORT_ESC[*p] ? 2 : 6) : *p == '"' || *p == '\\' ? 2 : 1;
+        n += JSON_LEN[*p];
     return n;
 }
 
 /* Writes s as a JSON string at o (RFC 8259 section 7: quote, backslash
  * and the control characters escaped, every other byte as it is, byte
- * for byte what SQLite's json_quote writes), or null; returns the end. */
+ * for byte what SQLite's json_quote writes), or null; returns the end.
+ * Runs of bytes that need no escape are copied whole. */
 static char *json_str_put(char *o, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -1411,11 +1423,18 @@ static char *json_str_put(char *o, const char *s)
         return o + 4;
     }
     *o++ = '"';
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (;;) {
+        const unsigned char *run = p;
+        while (JSON_LEN[*p] == 1)
+            p++;
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
         unsigned char c = *p;
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-        } else if (c >= 0x20) {
+        if (!c)
+            break;
+        p++;
+        if (c >= 0x20) {
             *o++ = '\\';
             *o++ = (char)c;
         } else if (SHORT_ESC[c]) {
@@ -1436,10 +1455,12 @@ static char *json_str_put(char *o, const char *s)
  * same text json_array builds in SQL, for less than jansson (json_dumps
  * alone took 140,000 instructions for a document's 19 fields) and than
  * SQLite's json_array (62,000, on the writer thread, which the backlog
- * keeps busiest): this takes 40,000, on a worker thread (two passes over
- * about 2 KB); see docs/performance.md, step 43. */
+ * keeps busiest): this takes 13,500, on a worker thread (two passes over
+ * about 2 KB, the second copying unescaped runs whole); see
+ * docs/performance.md, steps 43 and 47. */
 char *rk_store_fields_json(const rk_result *r)
 {
+    pthread_once(&json_len_once, json_len_init);
     size_t n = 2;
     for (size_t i = 0; i < r->n_fields; i++) {
         const rk_mapped_field *f = &r->fields[i];
