@@ -154,6 +154,61 @@ static void malformed_message(const struct parse_state *st, const char *data, si
              m);
 }
 
+/* Parses data with a new context (NULL in *ctxt when there is no
+ * memory for one); the document or NULL, the context for its state. */
+static xmlDocPtr read_doc(const char *data, size_t len, struct parse_state *st,
+                          xmlParserCtxtPtr *ctxt)
+{
+    memset(st, 0, sizeof *st);
+    xmlParserCtxtPtr c = xmlNewParserCtxt();
+    if (!c || !c->sax) {
+        xmlFreeParserCtxt(c);
+        *ctxt = NULL;
+        return NULL;
+    }
+    c->_private = st;
+    c->sax->serror = parse_error_cb;
+    c->sax->internalSubset = parse_doctype_cb;
+    *ctxt = c;
+    /* COMPACT keeps short texts inside their node (fewer allocations; the
+     * tree is read, never changed, apart from the dashboard dropping
+     * blank text nodes, which libxml2 frees correctly either way) */
+    int options = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+                  XML_PARSE_BIG_LINES | XML_PARSE_COMPACT;
+    return xmlCtxtReadMemory(c, data, (int)len, NULL, NULL, options);
+}
+
+/* A well-formed document with a root element and no DOCTYPE. */
+static int parsed_ok(xmlDocPtr doc, xmlParserCtxtPtr ctxt, const struct parse_state *st)
+{
+    return doc && ctxt && !st->doctype && !doc->intSubset && !doc->extSubset &&
+           ctxt->wellFormed && ctxt->nsWellFormed && !st->have_error &&
+           xmlDocGetRootElement(doc);
+}
+
+/*
+ * Blanks after the root element are not part of the tree.  With PAD of
+ * them after a document, libxml2's parser is never within its look-ahead
+ * (INPUT_CHUNK, 250 bytes) of the end of its input while it reads the
+ * document, where each step asked the input for more (xmlParserInputGrow:
+ * 17,000 of the 110,000 instructions of parsing a 2 KB document;
+ * docs/performance.md, step 49).  Only for documents up to PAD_MAX bytes
+ * (a copy) in an encoding where a space is the byte 0x20: one that
+ * begins with "<" or UTF-8's byte order mark, and not with "<" and a zero
+ * byte (UTF-16 without a byte order mark).  A document that does not
+ * parse is parsed again as it came, so a message names what it did.
+ */
+#define PAD 300
+#define PAD_MAX ((size_t)256 * 1024)
+
+static int pad_fits(const char *data, size_t len)
+{
+    const unsigned char *d = (const unsigned char *)data;
+    if (len >= 3 && d[0] == 0xEF && d[1] == 0xBB && d[2] == 0xBF)
+        return 1;
+    return len >= 2 && d[0] == '<' && d[1] != 0;
+}
+
 /*
  * Parses a submitted document from memory.  Returns a new xmlDoc (the
  * caller frees it with xmlFreeDoc) or NULL with *code and msg set.
@@ -189,26 +244,34 @@ xmlDocPtr rk_doc_parse(const char *data, size_t len, const char **code,
     }
 
     rk_xml_init(); /* libxml2 wants its global set-up done once, first */
-    xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
-    if (!ctxt || !ctxt->sax) {
-        xmlFreeParserCtxt(ctxt);
+    struct parse_state st;
+    xmlParserCtxtPtr ctxt = NULL;
+    xmlDocPtr doc = NULL;
+    if (len <= PAD_MAX && pad_fits(data, len)) {
+        /* as it came, plus blanks at the end: the same tree */
+        char *padded = xmlMalloc(len + PAD);
+        if (padded) {
+            memcpy(padded, data, len);
+            memset(padded + len, ' ', PAD);
+            doc = read_doc(padded, len + PAD, &st, &ctxt);
+            xmlFree(padded);
+            if (!parsed_ok(doc, ctxt, &st)) {
+                /* parsed again as it came, for the message it gives */
+                xmlFreeDoc(doc);
+                xmlFreeParserCtxt(ctxt);
+                doc = NULL;
+                ctxt = NULL;
+            }
+        }
+    }
+    if (!ctxt)
+        doc = read_doc(data, len, &st, &ctxt);
+    if (!ctxt) {
         *code = "XML_MALFORMED";
         if (msg)
             snprintf(msg, msglen, "Das Dokument konnte nicht gelesen werden (kein Speicher).");
         return NULL;
     }
-    struct parse_state st;
-    memset(&st, 0, sizeof st);
-    ctxt->_private = &st;
-    ctxt->sax->serror = parse_error_cb;
-    ctxt->sax->internalSubset = parse_doctype_cb;
-
-    /* COMPACT keeps short texts inside their node (fewer allocations; the
-     * tree is read, never changed, apart from the dashboard dropping
-     * blank text nodes, which libxml2 frees correctly either way) */
-    int options = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                  XML_PARSE_BIG_LINES | XML_PARSE_COMPACT;
-    xmlDocPtr doc = xmlCtxtReadMemory(ctxt, data, (int)len, NULL, NULL, options);
 
     if (st.doctype || (doc && (doc->intSubset || doc->extSubset))) {
         xmlFreeDoc(doc);
@@ -220,9 +283,7 @@ xmlDocPtr rk_doc_parse(const char *data, size_t len, const char **code,
         return NULL;
     }
 
-    int ok = doc && ctxt->wellFormed && ctxt->nsWellFormed && !st.have_error &&
-             xmlDocGetRootElement(doc);
-    if (!ok) {
+    if (!parsed_ok(doc, ctxt, &st)) {
         if (!st.have_error) {
             xmlErrorPtr last = xmlCtxtGetLastError(ctxt);
             if (last && last->message) {

@@ -87,6 +87,120 @@ static void test_malformed(void **state)
     assert_string_equal(code, "XML_MALFORMED");
 }
 
+/* The first error libxml2 reports, its message without the newline. */
+struct first_error {
+    int seen, line;
+    char message[512];
+};
+
+static void keep_first_error(void *arg, xmlErrorPtr e)
+{
+    struct first_error *f = arg;
+    if (f->seen || !e || e->level < XML_ERR_ERROR)
+        return;
+    f->seen = 1;
+    f->line = e->line;
+    snprintf(f->message, sizeof f->message, "%s", e->message ? e->message : "");
+    size_t n = strlen(f->message);
+    while (n && (f->message[n - 1] == '\n' || f->message[n - 1] == ' '))
+        f->message[--n] = '\0';
+}
+
+/* The tree as text with each element's line: what a parse gives. */
+static char *tree_text(xmlDocPtr doc)
+{
+    xmlChar *dump = NULL;
+    int n = 0;
+    xmlDocDumpMemory(doc, &dump, &n);
+    assert_non_null(dump);
+    size_t cap = (size_t)n + 4096, used = (size_t)n;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    memcpy(s, dump, (size_t)n);
+    xmlFree(dump);
+    for (xmlNodePtr e = xmlDocGetRootElement(doc); e;) {
+        if (e->type == XML_ELEMENT_NODE && used + 16 < cap)
+            used += (size_t)snprintf(s + used, cap - used, " %ld", xmlGetLineNo(e));
+        if (e->children)
+            e = e->children;
+        else {
+            while (e && !e->next)
+                e = e->parent;
+            if (e)
+                e = e->next;
+        }
+    }
+    s[used] = '\0';
+    return s;
+}
+
+/* rk_doc_parse reads small documents with blanks appended (xmldoc.c,
+ * pad_fits): the tree, its text and every element's line are those of
+ * the document as it came (libxml2 read with the same options), at the
+ * end of the input and past the parser's 250 bytes of look-ahead, with
+ * what may follow the root element, in UTF-8 with a byte order mark and
+ * in ISO-8859-1; a document that does not parse gives its own message
+ * (test_malformed; the same messages are asserted there). */
+static void test_padded_parse_same_tree(void **state)
+{
+    (void)state;
+    static char long_doc[4096];
+    size_t n = (size_t)snprintf(long_doc, sizeof long_doc, "<a xmlns=\"" NS_A "\">\n");
+    for (int i = 0; i < 60; i++)
+        n += (size_t)snprintf(long_doc + n, sizeof long_doc - n, "  <f%d>Wert %d</f%d>\n", i, i,
+                              i);
+    snprintf(long_doc + n, sizeof long_doc - n, "</a>");
+    const char *docs[] = {
+        "<a/>",
+        "<a>text</a>\n",
+        "<a><b>x</b><![CDATA[roh <>]]></a>",
+        "<a>\n  <b>Zeile 2</b>\n</a>\n<!-- danach -->\n<?pi danach?>\n\n",
+        "\xEF\xBB\xBF<a>mit BOM \xC3\xA4</a>",
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<a>M\xFCller</a>",
+        "<a>   </a>   ",
+        long_doc,
+    };
+    const int options = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+                        XML_PARSE_BIG_LINES | XML_PARSE_COMPACT;
+    for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) {
+        const char *code;
+        char msg[512];
+        xmlDocPtr got = rk_doc_parse(docs[i], strlen(docs[i]), &code, msg, sizeof msg);
+        assert_non_null(got);
+        xmlDocPtr want = xmlReadMemory(docs[i], (int)strlen(docs[i]), NULL, NULL, options);
+        assert_non_null(want);
+        char *g = tree_text(got), *w = tree_text(want);
+        assert_string_equal(g, w);
+        free(g);
+        free(w);
+        xmlFreeDoc(got);
+        xmlFreeDoc(want);
+    }
+    /* ends in the middle, at every length: the message is the one
+     * libxml2 gives first for the document as it came */
+    for (size_t cut = 1; cut < 40; cut++) {
+        const char *code;
+        char msg[512];
+        char doc[64];
+        snprintf(doc, sizeof doc, "%.*s", (int)cut, "<a>\n  <b x=\"1\">Text</b>\n</a>");
+        xmlDocPtr got = rk_doc_parse(doc, strlen(doc), &code, msg, sizeof msg);
+        struct first_error first = {0};
+        xmlSetStructuredErrorFunc(&first, keep_first_error);
+        xmlDocPtr want = xmlReadMemory(doc, (int)strlen(doc), NULL, NULL, options);
+        xmlSetStructuredErrorFunc(NULL, NULL);
+        assert_int_equal(got != NULL, want != NULL);
+        if (!got) {
+            assert_string_equal(code, "XML_MALFORMED");
+            assert_true(first.seen);
+            char text[600];
+            snprintf(text, sizeof text, "(Zeile %d: %s)", first.line, first.message);
+            assert_non_null(strstr(msg, text));
+        }
+        xmlFreeDoc(got);
+        xmlFreeDoc(want);
+    }
+}
+
 static void test_doctype_internal_entities(void **state)
 {
     (void)state;
@@ -417,6 +531,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_padded_parse_same_tree),
         cmocka_unit_test(test_doctype_internal_entities),
         cmocka_unit_test(test_doctype_external_entity),
         cmocka_unit_test(test_valid_root),
