@@ -7,7 +7,7 @@
  * application type needs one and it is the door for entity attacks.
  *
  * Ownership: rk_doc_parse returns a new xmlDoc the caller frees with
- * xmlFreeDoc.
+ * xmlFreeDoc (rk_xml_free_doc in a worker's region, xmlarena.h).
  */
 #ifndef RK_XMLDOC_H
 #define RK_XMLDOC_H
