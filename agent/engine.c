@@ -734,6 +734,10 @@ static void process_doc(witem *w, rk_engine *e)
     rk_rules_check(w->job, &w->res, w->today);
     w->outcome = P_MAPPED;
     rk_xml_free_doc(doc);
+    /* the result is freed on another thread: one block for all its
+     * fields' strings instead of five per field (docs/performance.md,
+     * step 50); without memory for the block they stay as they are */
+    (void)rk_result_pack_fields(&w->res);
     /* the JSON of the fields row here rather than on the writer thread,
      * which the backlog keeps busier (NULL: the store makes it there) */
     if (w->res.n_fields)

@@ -7,6 +7,7 @@
  */
 #include "record.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,18 +20,71 @@ void rk_result_init(rk_result *r)
     memset(r, 0, sizeof *r);
 }
 
+int rk_result_owns_string(const rk_result *r, const char *p)
+{
+    return p && !(r->strings && p >= r->strings && p < r->strings + r->strings_len);
+}
+
+/* A field's strings, in one order for packing and freeing. */
+static void field_strings(rk_mapped_field *f, char **s[5])
+{
+    s[0] = &f->name;
+    s[1] = &f->value;
+    s[2] = &f->source;
+    s[3] = &f->xpath;
+    s[4] = &f->node;
+}
+
+static void free_field(rk_result *r, rk_mapped_field *f)
+{
+    char **s[5];
+    field_strings(f, s);
+    for (int k = 0; k < 5; k++)
+        if (rk_result_owns_string(r, *s[k]))
+            free(*s[k]);
+}
+
+int rk_result_pack_fields(rk_result *r)
+{
+    size_t total = 0;
+    char **s[5];
+    for (size_t i = 0; i < r->n_fields; i++) {
+        field_strings(&r->fields[i], s);
+        for (int k = 0; k < 5; k++)
+            if (*s[k])
+                total += strlen(*s[k]) + 1;
+    }
+    if (!total)
+        return 0;
+    char *block = malloc(total), *o = block;
+    if (!block)
+        return -ENOMEM;
+    for (size_t i = 0; i < r->n_fields; i++) {
+        field_strings(&r->fields[i], s);
+        for (int k = 0; k < 5; k++) {
+            if (!*s[k])
+                continue;
+            size_t n = strlen(*s[k]) + 1;
+            memcpy(o, *s[k], n);
+            if (rk_result_owns_string(r, *s[k]))
+                free(*s[k]);
+            *s[k] = o;
+            o += n;
+        }
+    }
+    free(r->strings);
+    r->strings = block;
+    r->strings_len = total;
+    return 0;
+}
+
 void rk_result_free(rk_result *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->n_fields; i++) {
-        rk_mapped_field *f = &r->fields[i];
-        free(f->name);
-        free(f->value);
-        free(f->source);
-        free(f->xpath);
-        free(f->node);
-    }
+    for (size_t i = 0; i < r->n_fields; i++)
+        free_field(r, &r->fields[i]);
+    free(r->strings);
     free(r->fields);
     free(r->values_json);
     for (size_t i = 0; i < r->n_anomalies; i++) {

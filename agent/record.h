@@ -4,7 +4,10 @@
  *
  * Ownership: an rk_result owns all its strings; rk_result_free releases
  * them.  Results are built on worker threads and handed to the loop
- * thread whole.
+ * thread whole.  A worker packs the fields' strings into one block
+ * (rk_result_pack_fields) before it hands the result on: the thread
+ * that frees it then frees one block, not five strings per field made by
+ * another thread.
  */
 #ifndef RK_RECORD_H
 #define RK_RECORD_H
@@ -46,10 +49,24 @@ typedef struct rk_result {
      * writer thread only binds it; NULL: the store makes it.  Whoever
      * changes fields after it was made frees it and sets it NULL. */
     char *values_json;
+    /* the block the fields' strings were packed into (NULL: none); a
+     * string inside it is freed with it, not on its own.  Whoever
+     * replaces a field's string frees the old one only if it lies outside
+     * (rk_result_owns_string). */
+    char *strings;
+    size_t strings_len;
 } rk_result;
 
 void rk_result_init(rk_result *r);
 void rk_result_free(rk_result *r);
+
+/* Copies the strings of every field into one new block and frees them
+ * (a block from an earlier call too); the fields then point into it.
+ * 0, or -ENOMEM with the fields as they were. */
+int rk_result_pack_fields(rk_result *r);
+
+/* Whether p is a field string freed on its own (not in the block). */
+int rk_result_owns_string(const rk_result *r, const char *p);
 /* Adds an anomaly (copies the strings); message is printf-style. */
 void rk_result_add_anomaly(rk_result *r, const char *code, const char *field,
                            rk_severity sev, const char *fmt, ...)

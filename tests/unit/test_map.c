@@ -317,6 +317,75 @@ static void test_xpath_context_between_documents(void **state)
     job_free(bad);
 }
 
+/* ---- one block for a result's strings (rk_result_pack_fields) ------------- */
+
+/* Packing keeps every field's strings (NULLs stay NULL) and moves them
+ * into one block, which rk_result_free frees with them; fields mapped
+ * after packing are freed on their own, and packing again takes both
+ * into a new block.  Leaks and double frees show under valgrind and
+ * ASan (make check-valgrind, check-asan). */
+static void test_pack_fields(void **state)
+{
+    (void)state;
+    rk_job *j = job_new();
+    size_t f = job_field(j, "nachname", "a:Antragsteller/a:F60000000227");
+    job_tx(j, f, RK_TX_TRIM, NULL, NULL, 0);
+    job_field(j, "fehlt", "a:Antragsteller/a:Geburtsort");
+    job_field(j, "anzahl", "count(a:Antragsteller/a:Telefon)");
+    xmlDocPtr doc = sample_doc();
+    rk_result ref, r;
+    rk_result_init(&ref);
+    rk_result_init(&r);
+    assert_int_equal(rk_map_apply(j, doc, &ref), 0);
+    assert_int_equal(rk_map_apply(j, doc, &r), 0);
+    assert_null(r.strings);
+    assert_int_equal(rk_result_pack_fields(&r), 0);
+    assert_non_null(r.strings);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(r.n_fields, ref.n_fields * (size_t)(round + 1));
+        for (size_t i = 0; i < r.n_fields; i++) {
+            const rk_mapped_field *a = &r.fields[i], *b = &ref.fields[i % ref.n_fields];
+            const char *got[] = {a->name, a->value, a->source, a->xpath, a->node};
+            const char *want[] = {b->name, b->value, b->source, b->xpath, b->node};
+            for (size_t k = 0; k < 5; k++) {
+                if (!want[k]) {
+                    assert_null(got[k]);
+                    continue;
+                }
+                assert_string_equal(got[k], want[k]);
+                /* the first round's fields are packed; the second's
+                 * are packed only after the second rk_result_pack_fields */
+                assert_int_equal(rk_result_owns_string(&r, got[k]),
+                                 round == 1 && i >= ref.n_fields);
+            }
+        }
+        if (round == 0)
+            assert_int_equal(rk_map_apply(j, doc, &r), 0); /* more, not packed */
+    }
+    rk_result_free(&r); /* fields inside and outside the block */
+    assert_null(r.strings);
+    /* packed again: the old block's strings and the new ones, one block */
+    rk_result again;
+    rk_result_init(&again);
+    assert_int_equal(rk_map_apply(j, doc, &again), 0);
+    assert_int_equal(rk_result_pack_fields(&again), 0);
+    assert_int_equal(rk_map_apply(j, doc, &again), 0);
+    assert_int_equal(rk_result_pack_fields(&again), 0);
+    for (size_t i = 0; i < again.n_fields; i++) {
+        assert_false(rk_result_owns_string(&again, again.fields[i].name));
+        assert_string_equal(again.fields[i].name, ref.fields[i % ref.n_fields].name);
+    }
+    rk_result_free(&again);
+    rk_result empty;
+    rk_result_init(&empty);
+    assert_int_equal(rk_result_pack_fields(&empty), 0);
+    assert_null(empty.strings);
+    rk_result_free(&empty);
+    rk_result_free(&ref);
+    xmlFreeDoc(doc);
+    job_free(j);
+}
+
 /* ---- in a worker's region (xmlarena.h) ---------------------------------- */
 
 /* The sample with n filler elements before its end: libxml2's blocks
@@ -1057,6 +1126,7 @@ int main(void)
         cmocka_unit_test(test_child_path_equals_xpath),
         cmocka_unit_test(test_child_path_refuses),
         cmocka_unit_test(test_map_in_region),
+        cmocka_unit_test(test_pack_fields),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     xmlCleanupParser();
