@@ -397,7 +397,8 @@ static void intake_work(uv_work_t *req)
     witem *w = req->data;
     rk_thread_name(WORKER_THREAD);
     const rk_config *cfg = w->e->cfg;
-    if (!w->data) { /* a file of the directory inbox; submitted data is in memory */
+    int read_here = !w->data;
+    if (read_here) { /* a file of the directory inbox; submitted data is in memory */
         w->rc = rk_inbox_read(&cfg->inbox, w->claimed_path, w->name, &w->data, &w->len,
                               w->err, sizeof w->err);
         if (w->rc)
@@ -416,6 +417,13 @@ static void intake_work(uv_work_t *req)
         return;
     w->fresh = 1;
     process_work(req);
+    if (read_here) {
+        /* stored compressed (w->z) and processed: freed by the thread
+         * that read it, not by the loop thread after the commit (a free
+         * of another thread's block takes that thread's heap lock) */
+        free(w->data);
+        w->data = NULL;
+    }
 }
 
 static void after_pool(uv_work_t *req, int status);
