@@ -317,6 +317,51 @@ static void test_xpath_context_between_documents(void **state)
     job_free(bad);
 }
 
+/* ---- helpers for the results of one job over the sample ------------------- */
+
+/* A job over the sample: a trimmed value, a repeated element, an
+ * attribute, a field with no node and one with an XPath number. */
+static rk_job *job_sample(void)
+{
+    rk_job *j = job_new();
+    size_t f = job_field(j, "nachname", "a:Antragsteller/a:F60000000227");
+    job_tx(j, f, RK_TX_TRIM, NULL, NULL, 0);
+    job_field(j, "telefon", "a:Antragsteller/a:Telefon");
+    job_field(j, "art", "a:Gebuehr/@art");
+    job_field(j, "fehlt", "a:Antragsteller/a:Geburtsort");
+    job_field(j, "anzahl", "count(a:Antragsteller/a:Telefon)");
+    return j;
+}
+
+/* The five strings of a field, in one order. */
+static void field_texts(const rk_mapped_field *f, const char *t[5])
+{
+    t[0] = f->name;
+    t[1] = f->value;
+    t[2] = f->source;
+    t[3] = f->xpath;
+    t[4] = f->node;
+}
+
+/* a's strings equal b's (NULL where b's are NULL); each non-NULL one is
+ * given to check (may be NULL), which asserts where it lies. */
+static void assert_field_same(const rk_mapped_field *a, const rk_mapped_field *b,
+                              void (*check)(const char *s, const void *arg), const void *arg)
+{
+    const char *got[5], *want[5];
+    field_texts(a, got);
+    field_texts(b, want);
+    for (size_t k = 0; k < 5; k++) {
+        if (!want[k]) {
+            assert_null(got[k]);
+            continue;
+        }
+        assert_string_equal(got[k], want[k]);
+        if (check)
+            check(got[k], arg);
+    }
+}
+
 /* ---- one block for a result's strings (rk_result_pack_fields) ------------- */
 
 /* Packing keeps every field's strings (NULLs stay NULL) and moves them
@@ -324,14 +369,21 @@ static void test_xpath_context_between_documents(void **state)
  * after packing are freed on their own, and packing again takes both
  * into a new block.  Leaks and double frees show under valgrind and
  * ASan (make check-valgrind, check-asan). */
+struct packed_want {
+    const rk_result *r;
+    int own; /* freed on its own, outside the block */
+};
+
+static void check_packed(const char *str, const void *arg)
+{
+    const struct packed_want *w = arg;
+    assert_int_equal(rk_result_owns_string(w->r, str), w->own);
+}
+
 static void test_pack_fields(void **state)
 {
     (void)state;
-    rk_job *j = job_new();
-    size_t f = job_field(j, "nachname", "a:Antragsteller/a:F60000000227");
-    job_tx(j, f, RK_TX_TRIM, NULL, NULL, 0);
-    job_field(j, "fehlt", "a:Antragsteller/a:Geburtsort");
-    job_field(j, "anzahl", "count(a:Antragsteller/a:Telefon)");
+    rk_job *j = job_sample();
     xmlDocPtr doc = sample_doc();
     rk_result ref, r;
     rk_result_init(&ref);
@@ -344,20 +396,10 @@ static void test_pack_fields(void **state)
     for (int round = 0; round < 2; round++) {
         assert_int_equal(r.n_fields, ref.n_fields * (size_t)(round + 1));
         for (size_t i = 0; i < r.n_fields; i++) {
-            const rk_mapped_field *a = &r.fields[i], *b = &ref.fields[i % ref.n_fields];
-            const char *got[] = {a->name, a->value, a->source, a->xpath, a->node};
-            const char *want[] = {b->name, b->value, b->source, b->xpath, b->node};
-            for (size_t k = 0; k < 5; k++) {
-                if (!want[k]) {
-                    assert_null(got[k]);
-                    continue;
-                }
-                assert_string_equal(got[k], want[k]);
-                /* the first round's fields are packed; the second's
-                 * are packed only after the second rk_result_pack_fields */
-                assert_int_equal(rk_result_owns_string(&r, got[k]),
-                                 round == 1 && i >= ref.n_fields);
-            }
+            /* the first round's fields are packed; the second's are
+             * packed only after the second rk_result_pack_fields */
+            struct packed_want want = {&r, round == 1 && i >= ref.n_fields};
+            assert_field_same(&r.fields[i], &ref.fields[i % ref.n_fields], check_packed, &want);
         }
         if (round == 0)
             assert_int_equal(rk_map_apply(j, doc, &r), 0); /* more, not packed */
@@ -413,15 +455,16 @@ static char *big_sample(size_t n)
  * they come after a large document, in chunks the window's end frees,
  * and the next round raises both errors again (which frees the old
  * strings: a crash, before the resets, for a block not malloc's). */
+static void check_not_in_region(const char *str, const void *arg)
+{
+    (void)arg;
+    assert_false(rk_xml_arena_owns(str));
+}
+
 static void test_map_in_region(void **state)
 {
     (void)state;
-    rk_job *j = job_new();
-    size_t f = job_field(j, "nachname", "a:Antragsteller/a:F60000000227");
-    job_tx(j, f, RK_TX_TRIM, NULL, NULL, 0);
-    job_field(j, "telefon", "a:Antragsteller/a:Telefon");
-    job_field(j, "art", "a:Gebuehr/@art");
-    job_field(j, "anzahl", "count(a:Antragsteller/a:Telefon)");
+    rk_job *j = job_sample();
     rk_job *bad = job_new();
     job_field(bad, "kaputt", "$nichtda"); /* compiles, fails when evaluated */
 
@@ -463,19 +506,8 @@ static void test_map_in_region(void **state)
         rk_result_init(&r);
         assert_int_equal(rk_map_apply(j, doc, &r), 0);
         assert_int_equal(r.n_fields, ref.n_fields);
-        for (size_t i = 0; i < r.n_fields; i++) {
-            const rk_mapped_field *a = &r.fields[i], *b = &ref.fields[i];
-            const char *got[] = {a->name, a->value, a->source, a->node};
-            const char *want[] = {b->name, b->value, b->source, b->node};
-            for (size_t k = 0; k < 4; k++) {
-                if (!want[k]) {
-                    assert_null(got[k]);
-                    continue;
-                }
-                assert_string_equal(got[k], want[k]);
-                assert_false(rk_xml_arena_owns(got[k]));
-            }
-        }
+        for (size_t i = 0; i < r.n_fields; i++)
+            assert_field_same(&r.fields[i], &ref.fields[i], check_not_in_region, NULL);
         rk_xml_free_doc(doc);
         rk_xml_arena_end();
         rk_result_free(&r);
