@@ -521,13 +521,7 @@ static void test_map_in_region(void **state)
 static void test_provenance(void **state)
 {
     (void)state;
-    rk_job *j = job_new();
-    size_t f_name = job_field(j, "nachname", "a:Antragsteller/a:F60000000227");
-    job_tx(j, f_name, RK_TX_TRIM, NULL, NULL, 0);
-    job_field(j, "telefon", "a:Antragsteller/a:Telefon");
-    job_field(j, "art", "a:Gebuehr/@art");
-    job_field(j, "fehlt", "a:Antragsteller/a:Geburtsort");
-    job_field(j, "anzahl", "count(a:Antragsteller/a:Telefon)");
+    rk_job *j = job_sample();
     job_field(j, "ganz", "concat(a:Antragsteller/a:F60000000228, '!')");
     job_field(j, "leer", "a:Leer");
     job_field(j, "zweites", "a:Antragsteller/a:Telefon[2]/text()");
