@@ -10,6 +10,7 @@
  */
 #include "xmlarena.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,10 +180,31 @@ static char *xa_strdup(const char *s)
     return p;
 }
 
+/* A thread that ends gives its kept chunk back (libuv joins its pool
+ * threads when the process exits). */
+static pthread_key_t chunk_key;
+static pthread_once_t chunk_once = PTHREAD_ONCE_INIT;
+static int chunk_key_ok;
+
+static void chunks_free(void *arg)
+{
+    struct arena *a = arg;
+    for (struct chunk *c = a->chunks, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    a->chunks = NULL;
+}
+
+static void chunk_key_make(void) { chunk_key_ok = pthread_key_create(&chunk_key, chunks_free) == 0; }
+
 void rk_xml_arena_begin(void)
 {
     if (!ar.installed) {
         xmlMemSetup(xa_free, xa_malloc, xa_realloc, xa_strdup);
+        pthread_once(&chunk_once, chunk_key_make);
+        if (chunk_key_ok)
+            pthread_setspecific(chunk_key, &ar);
         ar.installed = 1;
     }
     ar.open = 1;
