@@ -39,7 +39,8 @@ void rk_xml_arena_begin(void);
 
 /* Ends the window: resets the thread's libxml2 last error, takes the
  * region back whole and keeps its first part for the next document
- * (larger parts, made for a large document, are freed). */
+ * (larger parts, made for a large document, are freed; the kept part
+ * when the thread ends). */
 void rk_xml_arena_end(void);
 
 /* Allocations from malloc until rk_xml_arena_resume: for what must
